@@ -1,0 +1,33 @@
+"""xentlab entry point: ``python run.py task=mnist loss=sparse_cce`` (see README.md)."""
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from xentlab.config import ConfigError, register
+
+register()
+log = logging.getLogger("xentlab")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig):
+    from xentlab import train
+    from xentlab.mnist import MnistUnavailable
+
+    try:
+        return train.run(cfg, output_dir=HydraConfig.get().runtime.output_dir)
+    except (ConfigError, MnistUnavailable) as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("skipped: %s", exc)
+            return None
+        print(f"xentlab: error: {exc}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """Real MNIST under the repo's data/ (fetched once, from whichever source works)."""
+    from xentlab import mnist
+
+    mnist.ensure(DATA_ROOT)
+    return DATA_ROOT
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """A brand-new SQLite MLflow store for one test."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def run_xentlab(*overrides: str, cwd: Path, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+    """``python run.py <overrides>`` as a user would run it, with Hydra's outputs in ``cwd``."""
+    cmd = [sys.executable, str(ROOT / "run.py"), *overrides, f"data.root={DATA_ROOT}",
+           "trainer.progress_bar=false", f"hydra.run.dir={cwd}/outputs", f"hydra.sweep.dir={cwd}/multirun"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **popen)
+
+
+def runs_in(store_uri: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store_uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client, (client.search_runs(exps) if exps else [])

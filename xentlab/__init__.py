@@ -1,0 +1,1 @@
+"""xentlab: which output activation and loss for this classification problem, measured."""

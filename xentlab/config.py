@@ -1,0 +1,175 @@
+"""Typed configuration: the schema behind ``conf/`` and the checks Hydra cannot express.
+
+The dataclasses are registered with Hydra's ConfigStore, so a misspelt key or a value of
+the wrong type fails at start-up with Hydra's own message, and a name from a fixed set
+(optimizer, numerics, hidden activation) lists the valid values. :func:`validate` adds
+the range and cross-field checks, all before any data is loaded or a model is built.
+Deliberately free of torch imports: start-up stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class OptimizerName(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Numerics(str, Enum):
+    stable = "stable"
+    keras = "keras"
+
+
+class HiddenActivation(str, Enum):
+    relu = "relu"
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MosaicTaskConfig(TaskConfig):
+    """Multi-label mosaics: each image shows ``min_digits``..``max_digits`` distinct digits."""
+
+    train_size: int = 30000
+    test_size: int = 10000
+    min_digits: int = 1
+    max_digits: int = 3
+    data_seed: int = 0
+
+
+@dataclass
+class ActivationConfig:
+    name: str = "auto"
+
+
+@dataclass
+class LossConfig:
+    name: str = MISSING
+    label_smoothing: float = 0.0
+    numerics: Numerics = Numerics.stable
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    hidden_activation: HiddenActivation = HiddenActivation.relu
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adam
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    subset: Optional[int] = None
+    val_size: int = 5000
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 5
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: str = "32-true"
+    log_every_n_steps: int = 50
+    progress_bar: bool = True
+    checkpoint: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "mlflow"
+    tracking_uri: Optional[str] = None
+    experiment: str = "xentlab-${task.name}"
+    run_name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    task: TaskConfig = MISSING
+    activation: ActivationConfig = MISSING
+    loss: LossConfig = MISSING
+    model: ModelConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+
+
+def register() -> None:
+    """Register the schemas; ``conf/*`` files name them in their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="xentlab_schema", node=Config)
+    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="task", name="mosaic_schema", node=MosaicTaskConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the bad value and the valid ones."""
+
+
+def validate(cfg: Any) -> None:
+    """Range and cross-field checks; raises ConfigError with one clear line."""
+    checks = [
+        (cfg.optimizer.lr > 0, f"optimizer.lr must be > 0, got {cfg.optimizer.lr}"),
+        (cfg.optimizer.momentum >= 0, f"optimizer.momentum must be >= 0, got {cfg.optimizer.momentum}"),
+        (cfg.optimizer.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}"),
+        (
+            0.0 <= cfg.loss.label_smoothing < 1.0,
+            f"loss.label_smoothing must lie in [0, 1), got {cfg.loss.label_smoothing}",
+        ),
+        (
+            cfg.loss.label_smoothing == 0.0 or cfg.loss.name in ("bce", "cce", "sparse_cce"),
+            f"loss.label_smoothing is defined for bce, cce and sparse_cce, not loss={cfg.loss.name}",
+        ),
+        (
+            not (cfg.loss.label_smoothing and cfg.loss.name == "sparse_cce" and cfg.loss.numerics == Numerics.keras),
+            "loss=sparse_cce has no label smoothing in Keras; use loss.numerics=stable or loss=cce",
+        ),
+        (cfg.trainer.max_epochs >= 1, f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}"),
+        (cfg.trainer.log_every_n_steps >= 1, f"trainer.log_every_n_steps must be >= 1, got {cfg.trainer.log_every_n_steps}"),
+        (cfg.data.batch_size >= 1, f"data.batch_size must be >= 1, got {cfg.data.batch_size}"),
+        (cfg.data.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {cfg.data.eval_batch_size}"),
+        (cfg.data.subset is None or cfg.data.subset >= 1, f"data.subset must be >= 1 (or null for all), got {cfg.data.subset}"),
+        (cfg.data.val_size >= 1, f"data.val_size must be >= 1, got {cfg.data.val_size}"),
+        (
+            cfg.data.subset is None or cfg.data.batch_size <= cfg.data.subset,
+            f"data.batch_size={cfg.data.batch_size} is larger than data.subset={cfg.data.subset}: "
+            f"not one full batch to train on",
+        ),
+        (all(h >= 1 for h in cfg.model.hidden), f"model.hidden sizes must be >= 1, got {list(cfg.model.hidden)}"),
+    ]
+    if isinstance(cfg.task, MosaicTaskConfig) or "max_digits" in cfg.task:
+        t = cfg.task
+        checks += [
+            (1 <= t.min_digits <= t.max_digits <= 4,
+             f"task needs 1 <= min_digits <= max_digits <= 4 (a 2x2 grid), got "
+             f"min_digits={t.min_digits} max_digits={t.max_digits}"),
+            (min(t.train_size, t.test_size) >= 1, "task.train_size and task.test_size must be >= 1"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,118 @@
+"""Yardsticks: the metrics that make runs comparable whatever loss trained them.
+
+Loss values of different losses are on different scales, so every run also reports the
+same task-defined metrics. They follow the task, never the loss name or output shape:
+argmax for multiclass, 0.5 threshold for binary and per tag for multilabel. NLL, Brier
+score and ECE need probabilities; with ``activation=none`` they are left out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryCalibrationError,
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MultilabelAccuracy,
+    MultilabelAveragePrecision,
+    MultilabelExactMatch,
+    MultilabelF1Score,
+)
+
+from xentlab import losses
+
+YARDSTICKS: dict[str, tuple[str, ...]] = {
+    "binary": ("acc", "nll", "brier", "ece"),
+    "multiclass": ("acc", "nll", "brier", "ece"),
+    "multilabel": ("subset_acc", "hamming_acc", "micro_f1", "macro_f1", "map", "nll", "brier", "ece"),
+}
+NEEDS_PROBABILITIES = frozenset({"nll", "brier", "ece"})
+N_BINS = 15
+
+
+def available(kind: str, activation: str) -> tuple[str, ...]:
+    """The yardsticks that are well defined for this task kind and output activation."""
+    names = YARDSTICKS[kind]
+    return names if activation != "none" else tuple(n for n in names if n not in NEEDS_PROBABILITIES)
+
+
+class Yardsticks(nn.Module):
+    """Accumulates the task's yardsticks on the device; ``compute`` syncs once per epoch."""
+
+    def __init__(self, kind: str, activation: str, num_classes: int):
+        super().__init__()
+        self.kind, self.activation, self.num_classes = kind, activation, num_classes
+        c = num_classes
+        factories = {
+            "binary": {"acc": BinaryAccuracy, "ece": lambda: BinaryCalibrationError(n_bins=N_BINS)},
+            "multiclass": {
+                "acc": lambda: MulticlassAccuracy(c, average="micro"),
+                "ece": lambda: MulticlassCalibrationError(c, n_bins=N_BINS),
+            },
+            "multilabel": {
+                "subset_acc": lambda: MultilabelExactMatch(c),
+                "hamming_acc": lambda: MultilabelAccuracy(c, average="micro"),
+                "micro_f1": lambda: MultilabelF1Score(c, average="micro"),
+                "macro_f1": lambda: MultilabelF1Score(c, average="macro"),
+                "map": lambda: MultilabelAveragePrecision(c, average="macro"),
+                "ece": lambda: BinaryCalibrationError(n_bins=N_BINS),
+            },
+        }[kind]
+        factories = {**factories, "nll": MeanMetric, "brier": MeanMetric}
+        self.names = available(kind, activation)
+        self.metrics = nn.ModuleDict({n: factories[n]() for n in self.names})
+
+    def _views(self, z: Tensor, y: Tensor) -> dict[str, tuple[Tensor, ...]]:
+        """Inputs of each metric: hard predictions, probabilities, per-example NLL/Brier."""
+        act, kind = self.activation, self.kind
+        if kind == "multilabel":
+            p = losses.activate(act, z)
+            hard, yi = (p >= 0.5).long(), y.long()
+            views = {n: (hard, yi) for n in ("subset_acc", "hamming_acc", "micro_f1", "macro_f1")}
+            views["map"] = (z, yi)
+            if act != "none":
+                views["nll"] = (losses.compute("bce", act, z, y, reduction="none", check_values=False),)
+                views["brier"] = (((p - y) ** 2).mean(-1),)
+                views["ece"] = (p.reshape(-1), yi.reshape(-1))
+            return views
+        if kind == "binary":
+            if z.shape[-1] == 2:  # softmax over [negative, positive]
+                p1 = torch.softmax(z, -1)[:, 1]
+            else:
+                p1 = losses.activate(act, z[:, 0])
+            views = {"acc": ((p1 >= 0.5).long(), y)}
+            if act != "none":
+                views["brier"] = ((p1 - y) ** 2,)
+                views["ece"] = (p1, y)
+        else:  # multiclass
+            views = {"acc": (z.argmax(-1), y)}
+            if act != "none":
+                q = losses.activate(act, z)
+                q = q / q.sum(-1, keepdim=True)  # sigmoid outputs: the renormalised distribution
+                views["brier"] = (((q - nn.functional.one_hot(y, self.num_classes)) ** 2).sum(-1),)
+                views["ece"] = (q, y)
+        if act != "none":
+            if z.shape[-1] == 1:
+                nll = losses.compute("bce", act, z, y.float().unsqueeze(-1), reduction="none", check_values=False)
+            else:
+                nll = losses.compute("sparse_cce", act, z, y, reduction="none", check_values=False)
+            views["nll"] = (nll,)
+        return views
+
+    @torch.no_grad()
+    def update(self, outputs: Tensor, labels: Tensor) -> None:
+        z = outputs.detach().float()
+        views = self._views(z, labels)
+        for name, metric in self.metrics.items():
+            metric.update(*views[name])
+
+    def compute(self) -> dict[str, Tensor]:
+        return {name: m.compute() for name, m in self.metrics.items()}
+
+    def reset(self) -> None:
+        for m in self.metrics.values():
+            m.reset()
+

@@ -1,0 +1,65 @@
+"""Networks that end in raw outputs: the output activation belongs to the loss layer."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+HIDDEN_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+MODELS: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {}
+
+
+def model(name: str):
+    def register(fn):
+        MODELS[name] = fn
+        return fn
+
+    return register
+
+
+def _hidden(cfg) -> type[nn.Module]:
+    name = getattr(cfg.hidden_activation, "value", cfg.hidden_activation)
+    if name not in HIDDEN_ACTIVATIONS:
+        raise ValueError(f"unknown hidden activation {name!r}; valid choices are: {', '.join(HIDDEN_ACTIVATIONS)}")
+    return HIDDEN_ACTIVATIONS[name]
+
+
+@model("mlp")
+def mlp(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """Flatten, then ``cfg.hidden`` fully connected layers, then a linear output layer."""
+    act = _hidden(cfg)
+    n_in = 1
+    for d in input_shape:
+        n_in *= d
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in cfg.hidden:
+        layers += [nn.Linear(n_in, width), act()]
+        n_in = width
+    layers.append(nn.Linear(n_in, num_outputs))
+    return nn.Sequential(*layers)
+
+
+@model("cnn")
+def cnn(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """3x3 conv + 2x2 max-pool blocks (``cfg.channels``), then the MLP head (``cfg.hidden``)."""
+    act = _hidden(cfg)
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    for out in cfg.channels:
+        layers += [nn.Conv2d(c, out, 3, padding=1), act(), nn.MaxPool2d(2)]
+        c, h, w = out, h // 2, w // 2
+    layers.append(nn.Flatten())
+    n_in = c * h * w
+    for width in cfg.hidden:
+        layers += [nn.Linear(n_in, width), act()]
+        n_in = width
+    layers.append(nn.Linear(n_in, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def build(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    if cfg.name not in MODELS:
+        raise ValueError(f"unknown model {cfg.name!r}; valid choices are: {', '.join(MODELS)}")
+    return MODELS[cfg.name](cfg, tuple(input_shape), num_outputs)

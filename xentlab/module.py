@@ -1,0 +1,114 @@
+"""The LightningModule: a network, an output activation, a loss, the task's yardsticks."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from xentlab import losses
+from xentlab.metrics import Yardsticks
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay),
+    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+}
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training diverged: the loss became NaN or infinite."""
+
+    def __init__(self, step: int, last_good_step: int):
+        self.step, self.last_good_step = step, last_good_step
+        super().__init__(
+            f"loss became NaN or infinite between steps {last_good_step + 1} and {step}: training diverged "
+            f"(try a smaller optimizer.lr)"
+        )
+
+
+class Classifier(pl.LightningModule):
+    """Trains ``net`` with ``losses.compute(loss, activation, ...)``; evaluates yardsticks.
+
+    Logs ``train/loss`` per step (every ``trainer.log_every_n_steps``) and per epoch,
+    ``val/loss`` and ``val/<yardstick>`` per epoch, ``test/*`` once. Metrics accumulate
+    on the device; the only host syncs are at logging points.
+    """
+
+    def __init__(self, net: nn.Module, *, kind: str, num_classes: int, loss: str, activation: str,
+                 label_smoothing: float, numerics: str, optimizer, check_every: int):
+        super().__init__()
+        self.net = net
+        self.loss_name, self.activation = loss, activation
+        self.label_smoothing, self.numerics = label_smoothing, numerics
+        self.optimizer_cfg = optimizer
+        self.check_every = check_every
+        self.stage_metrics = nn.ModuleDict(
+            {s: Yardsticks(kind, activation, num_classes) for s in ("val", "test")}
+        )
+        self.stage_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self._nonfinite: Tensor | None = None
+        self._last_checked = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """The model's prediction: the output activation applied to the raw outputs."""
+        return losses.activate(self.activation, self(x))
+
+    def _loss(self, z: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        return losses.compute(
+            self.loss_name, self.activation, z, targets, label_smoothing=self.label_smoothing,
+            numerics=self.numerics, reduction=reduction, check_values=False,
+        )
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, _, targets = batch
+        loss = self._loss(self(x), targets)
+        self._watch(loss.detach())
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def _watch(self, loss: Tensor) -> None:
+        """Stop on NaN/inf: accumulate a flag on the device, read it every ``check_every`` steps."""
+        bad = ~torch.isfinite(loss)
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        step = self.global_step + 1
+        if loss.device.type == "cpu" or step - self._last_checked >= self.check_every:
+            if bool(self._nonfinite):
+                raise NonFiniteLoss(step, self._last_checked)
+            self._last_checked = step
+
+    def _eval_step(self, stage: str, batch) -> None:
+        x, labels, targets = batch
+        z = self(x)
+        self.stage_loss[stage].update(self._loss(z, targets, reduction="none"))
+        self.stage_metrics[stage].update(z, labels)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        values = {f"{stage}/loss": self.stage_loss[stage].compute()}
+        values.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage].compute().items()})
+        self.log_dict(values)
+        self.stage_loss[stage].reset()
+        self.stage_metrics[stage].reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        name = getattr(self.optimizer_cfg.name, "value", self.optimizer_cfg.name)
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; valid choices are: {', '.join(OPTIMIZERS)}")
+        return OPTIMIZERS[name](self.parameters(), self.optimizer_cfg)

@@ -1,0 +1,161 @@
+"""The one module that talks to MLflow (besides the entry point).
+
+:func:`tracked_run` owns a run's life: it creates the run with its tags, params and the
+resolved config, hands Lightning a logger bound to it, and always ends it with a final
+status: FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C, SIGTERM). A run
+is never left RUNNING by a crash of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from pytorch_lightning import Callback
+from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class EpochStepMLFlowLogger(MLFlowLogger):
+    """MLFlowLogger whose per-epoch metrics use the epoch as their step.
+
+    Lightning logs everything against the global step and names on-epoch aggregates
+    ``<key>_epoch``; here ``train/loss_step`` keeps the global step (a curve inside each
+    epoch) and every other metric is logged under its plain name with step = epoch, so
+    runs with different batch sizes line up in the MLflow UI. The run's final status is
+    set by :func:`tracked_run`, not by Lightning.
+    """
+
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        metrics = dict(metrics)
+        epoch = metrics.pop("epoch", None)
+        per_step = {k: v for k, v in metrics.items() if k.endswith("_step")}
+        per_epoch = {k.removesuffix("_epoch"): v for k, v in metrics.items() if k not in per_step}
+        if per_step:
+            super().log_metrics(per_step, step)
+        if per_epoch:
+            super().log_metrics(per_epoch, int(epoch) if epoch is not None else step)
+
+    def finalize(self, status: str = "success") -> None:
+        pass
+
+
+class _Interrupted(BaseException):
+    """SIGTERM outside Lightning's loops: unwind like Ctrl-C so the run is marked KILLED."""
+
+
+class _ExceptionRecorder(Callback):
+    """Lightning turns Ctrl-C into ``sys.exit(1)``; remember what really happened."""
+
+    def __init__(self) -> None:
+        self.exception: Optional[BaseException] = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.exception = exception
+
+
+class Run:
+    def __init__(self, client, run_id: str, logger: EpochStepMLFlowLogger):
+        self.client, self.run_id, self.logger = client, run_id, logger
+        self.recorder = _ExceptionRecorder()
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _status_of(exc: BaseException, recorded: Optional[BaseException]) -> str:
+    cause = recorded if isinstance(exc, SystemExit) and recorded is not None else exc
+    return "KILLED" if isinstance(cause, (KeyboardInterrupt, SIGTERMException, _Interrupted)) else "FAILED"
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(name)
+        except MlflowException:  # created meanwhile by a parallel job
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+@contextmanager
+def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, tags: Mapping[str, Any],
+                config: Mapping[str, Any], config_yaml: str) -> Iterator[Run]:
+    """Create an MLflow run and guarantee it ends with a final status."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    client = MlflowClient(uri)
+    exp_id = _experiment_id(client, experiment)
+    run_tags = {"mlflow.source.git.commit": git_commit(), **tags}
+    run_id = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in run_tags.items()}).info.run_id
+    log.info("MLflow run %s (%s) in experiment %r at %s", run_name, run_id, experiment, uri)
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        raise _Interrupted("SIGTERM")
+
+    in_main_thread = True
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        in_main_thread = False
+    run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id))
+    try:
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[i:i + 100])
+        client.log_text(run_id, config_yaml, "config.yaml")
+        yield run
+    except BaseException as exc:
+        status = _status_of(exc, run.recorder.exception)
+        cause = run.recorder.exception if isinstance(exc, SystemExit) and run.recorder.exception else exc
+        try:
+            run.set_tags({"error": f"{type(cause).__name__}: {cause}"[:5000]})
+            client.set_terminated(run_id, status)
+            log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(cause).__name__, cause)
+        except Exception as inner:  # the store itself may be the problem; keep the original error
+            log.error("could not mark MLflow run %s as %s: %s", run_id, status, inner)
+        raise
+    else:
+        client.set_terminated(run_id, "FINISHED")
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
