@@ -18,12 +18,13 @@ log = logging.getLogger("xentlab")
 def main(cfg: DictConfig):
     from xentlab import train
     from xentlab.mnist import MnistUnavailable
+    from xentlab.module import NonFiniteLoss
 
     try:
         return train.run(cfg, output_dir=HydraConfig.get().runtime.output_dir)
-    except (ConfigError, MnistUnavailable) as exc:
+    except (ConfigError, MnistUnavailable, NonFiniteLoss) as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("skipped: %s", exc)
+            log.error("%s: %s", "skipped" if isinstance(exc, ConfigError) else "failed", exc)
             return None
         print(f"xentlab: error: {exc}", file=sys.stderr)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)

@@ -109,12 +109,13 @@ def cell(kind: str, activation: str, loss: str) -> Cell:
 def alternatives(kind: str, activation: str, loss: str) -> str:
     """The runnable cells next to a refused one: same loss other activation, and vice versa."""
 
-    def fmt(cells):
-        return ", ".join(f"{v} ({TABLE[k].status.value})" for k, v in cells) or "none"
+    def fmt(name, cells):
+        ok = [f"{v} ({TABLE[k].status.value})" for k, v in cells if TABLE[k].status is not X]
+        return f"{name}={', '.join(ok)}" if ok else f"no {name} works"
 
-    acts = [((kind, a, loss), a) for a in ACTIVATIONS if TABLE[(kind, a, loss)].status is not X]
-    losses = [((kind, activation, l), l) for l in LOSSES if TABLE[(kind, activation, l)].status is not X]
-    return f"with loss={loss}: activation={fmt(acts)}; with activation={activation}: loss={fmt(losses)}"
+    acts = fmt("activation", [((kind, a, loss), a) for a in ACTIVATIONS])
+    losses = fmt("loss", [((kind, activation, l), l) for l in LOSSES])
+    return f"with loss={loss}: {acts}; with activation={activation}: {losses}"
 
 
 def check(task: str, kind: str, activation: str, loss: str) -> Cell:

@@ -23,10 +23,8 @@ class NonFiniteLoss(FloatingPointError):
 
     def __init__(self, step: int, last_good_step: int):
         self.step, self.last_good_step = step, last_good_step
-        super().__init__(
-            f"loss became NaN or infinite between steps {last_good_step + 1} and {step}: training diverged "
-            f"(try a smaller optimizer.lr)"
-        )
+        where = f"at step {step}" if step == last_good_step + 1 else f"between steps {last_good_step + 1} and {step}"
+        super().__init__(f"loss became NaN or infinite {where}: training diverged (try a smaller optimizer.lr)")
 
 
 class Classifier(pl.LightningModule):

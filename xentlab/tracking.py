@@ -46,7 +46,7 @@ class EpochStepMLFlowLogger(MLFlowLogger):
         pass
 
 
-class _Interrupted(BaseException):
+class Terminated(BaseException):
     """SIGTERM outside Lightning's loops: unwind like Ctrl-C so the run is marked KILLED."""
 
 
@@ -93,7 +93,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _status_of(exc: BaseException, recorded: Optional[BaseException]) -> str:
     cause = recorded if isinstance(exc, SystemExit) and recorded is not None else exc
-    return "KILLED" if isinstance(cause, (KeyboardInterrupt, SIGTERMException, _Interrupted)) else "FAILED"
+    return "KILLED" if isinstance(cause, (KeyboardInterrupt, SIGTERMException, Terminated)) else "FAILED"
 
 
 def _experiment_id(client, name: str) -> str:
@@ -130,7 +130,7 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame):
-        raise _Interrupted("SIGTERM")
+        raise Terminated("SIGTERM")
 
     in_main_thread = True
     try:
@@ -148,11 +148,13 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
         status = _status_of(exc, run.recorder.exception)
         cause = run.recorder.exception if isinstance(exc, SystemExit) and run.recorder.exception else exc
         try:
-            run.set_tags({"error": f"{type(cause).__name__}: {cause}"[:5000]})
+            run.set_tags({"error": (f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)[:5000]})
             client.set_terminated(run_id, status)
             log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(cause).__name__, cause)
         except Exception as inner:  # the store itself may be the problem; keep the original error
             log.error("could not mark MLflow run %s as %s: %s", run_id, status, inner)
+        if status == "KILLED":
+            raise SystemExit(130) from exc  # the shell's code for "stopped by a signal"
         raise
     else:
         client.set_terminated(run_id, "FINISHED")

