@@ -2,6 +2,7 @@
 
 import logging
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,6 +12,8 @@ from omegaconf import DictConfig
 from xentlab.config import ConfigError, register
 
 register()
+# Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for users to act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 log = logging.getLogger("xentlab")
 
 

@@ -127,3 +127,16 @@ def check(task: str, kind: str, activation: str, loss: str) -> Cell:
             f"{c.reason}. Valid choices {alternatives(kind, activation, loss)}."
         )
     return c
+
+
+def markdown() -> str:
+    """The table as Markdown, one section per task kind (the README embeds this text)."""
+    marks = {R: "✅ recommended", V: "✓ valid", Q: "⚠ questionable", X: "✗ invalid"}
+    out = []
+    for kind in KINDS:
+        out += [f"**{kind}**", "", "| activation | " + " | ".join(LOSSES) + " |", "|---" * (len(LOSSES) + 1) + "|"]
+        for a in ACTIVATIONS:
+            cells = [f"{marks[TABLE[(kind, a, l)].status]}: {TABLE[(kind, a, l)].reason}" for l in LOSSES]
+            out.append(f"| {a} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -62,7 +62,8 @@ class EpochSummary(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         m = trainer.callback_metrics
-        shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.startswith(("train/loss_epoch", "val/")))
+        shown = " ".join(f"{k.removesuffix('_epoch')} {float(m[k]):.4f}" for k in sorted(m)
+                         if k.startswith(("train/loss_epoch", "val/")))
         log.info("epoch %d/%d  %s  (%.1f s)", trainer.current_epoch + 1, trainer.max_epochs, shown,
                  time.perf_counter() - self._t0)
 
