@@ -1,6 +1,7 @@
 """xentlab entry point: ``python run.py task=mnist loss=sparse_cce`` (see README.md)."""
 
 import logging
+import math
 import sys
 import warnings
 
@@ -19,18 +20,39 @@ log = logging.getLogger("xentlab")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
+    """One run. In a sweep a bad cell is skipped and a failed run recorded; the sweep goes on."""
     from xentlab import train
     from xentlab.mnist import MnistUnavailable
     from xentlab.module import NonFiniteLoss
+    from xentlab.sweep import write_record
 
+    hc = HydraConfig.get()
+    sweeping = hc.mode == RunMode.MULTIRUN
+    record = {"job": hc.job.num, "overrides": list(hc.overrides.task)}
     try:
-        return train.run(cfg, output_dir=HydraConfig.get().runtime.output_dir)
-    except (ConfigError, MnistUnavailable, NonFiniteLoss) as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("%s: %s", "skipped" if isinstance(exc, ConfigError) else "failed", exc)
-            return None
-        print(f"xentlab: error: {exc}", file=sys.stderr)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        result = train.run(cfg, output_dir=hc.runtime.output_dir)
+        record.update(status="ran", **result)
+    except ConfigError as exc:
+        if not sweeping:
+            print(f"xentlab: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        log.error("skipped: %s", exc)
+        record.update(status="skipped", reason=str(exc))
+    except Exception as exc:
+        if not sweeping:
+            if isinstance(exc, (MnistUnavailable, NonFiniteLoss)):
+                print(f"xentlab: error: {exc}", file=sys.stderr)
+                sys.exit(1)
+            raise
+        log.exception("failed: %s", exc)
+        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
+                      run_id=getattr(exc, "xentlab_run_id", None))
+    if sweeping:
+        write_record(hc.runtime.output_dir, record)
+    if cfg.get("optimized_metric"):  # the Optuna sweeper minimises/maximises this number
+        value = record.get("metrics", {}).get(cfg.optimized_metric)
+        return float(value) if value is not None else math.nan
+    return record
 
 
 if __name__ == "__main__":

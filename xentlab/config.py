@@ -117,6 +117,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
+    optimized_metric: Optional[str] = None  # what run.py returns to a hyperparameter sweeper
 
 
 def register() -> None:

@@ -8,7 +8,9 @@ is never left RUNNING by a crash of ours.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import subprocess
 from contextlib import contextmanager
@@ -112,18 +114,78 @@ def _experiment_id(client, name: str) -> str:
     return exp.experiment_id
 
 
+# A sweep's parent process hands its store, experiment and parent run to the jobs through
+# the environment, which every launcher (in-process, joblib workers, submitit) passes on.
+ENV_URI, ENV_EXPERIMENT, ENV_PARENT = "XENTLAB_TRACKING_URI", "XENTLAB_EXPERIMENT", "XENTLAB_PARENT_RUN_ID"
+
+
+def resolve_uri(tracking_uri: Optional[str]) -> str:
+    """The store a run will use: the config's, else MLflow's default (MLFLOW_TRACKING_URI or
+    ``sqlite:///mlflow.db`` in the working directory), made absolute for SQLite."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get(ENV_URI) or mlflow.get_tracking_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def start_sweep(*, tracking_uri: Optional[str], experiment: str, name: str, tags: Mapping[str, Any]) -> str:
+    """Create the store (once, here: MLflow's schema migration races when parallel jobs
+    create a new SQLite file together), the experiment and the sweep's parent run; publish
+    them to the jobs through the environment. Returns the parent run id."""
+    from mlflow import MlflowClient
+
+    uri = resolve_uri(tracking_uri)
+    client = MlflowClient(uri)
+    exp_id = _experiment_id(client, experiment)
+    run_tags = {"mlflow.source.git.commit": git_commit(), "sweep": "parent", **tags}
+    parent = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in run_tags.items()}).info.run_id
+    os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment, ENV_PARENT: parent})
+    log.info("sweep parent run %s in experiment %r at %s", parent, experiment, uri)
+    return parent
+
+
+def end_sweep(parent: str, *, status: str, summary: Mapping[str, Any], report_md: str) -> None:
+    """Attach the sweep summary to the parent run and give it its final status."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(os.environ[ENV_URI])
+    counts = summary.get("counts", {})
+    run = Run(client, parent, None)  # type: ignore[arg-type]
+    run.set_tags({f"sweep_{k}": v for k, v in counts.items()})
+    client.log_text(parent, json.dumps(summary, indent=2), "sweep_summary.json")
+    client.log_text(parent, report_md, "sweep_summary.md")
+    client.set_terminated(parent, status)
+
+
+def end_sweep_if_running(parent: str, status: str) -> None:
+    """For an interrupted sweep (atexit): never leave the parent RUNNING."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(os.environ[ENV_URI])
+        if client.get_run(parent).info.status == "RUNNING":
+            client.set_terminated(parent, status)
+    except Exception as exc:  # at exit, report and move on
+        log.error("could not end sweep parent run %s: %s", parent, exc)
+
+
 @contextmanager
 def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, tags: Mapping[str, Any],
                 config: Mapping[str, Any], config_yaml: str) -> Iterator[Run]:
     """Create an MLflow run and guarantee it ends with a final status."""
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
-    uri = tracking_uri or mlflow.get_tracking_uri()
+    uri = resolve_uri(tracking_uri)
+    experiment = os.environ.get(ENV_EXPERIMENT, experiment)  # a sweep keeps its runs together
     client = MlflowClient(uri)
     exp_id = _experiment_id(client, experiment)
     run_tags = {"mlflow.source.git.commit": git_commit(), **tags}
+    if os.environ.get(ENV_PARENT):
+        run_tags["mlflow.parentRunId"] = os.environ[ENV_PARENT]
     run_id = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in run_tags.items()}).info.run_id
     log.info("MLflow run %s (%s) in experiment %r at %s", run_name, run_id, experiment, uri)
 
@@ -153,6 +215,7 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
             log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(cause).__name__, cause)
         except Exception as inner:  # the store itself may be the problem; keep the original error
             log.error("could not mark MLflow run %s as %s: %s", run_id, status, inner)
+        exc.xentlab_run_id = run_id  # type: ignore[attr-defined]  # lets a sweep record which run failed
         if status == "KILLED":
             raise SystemExit(130) from exc  # the shell's code for "stopped by a signal"
         raise

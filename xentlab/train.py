@@ -75,8 +75,8 @@ def _metrics_note(p: Plan) -> str:
     return f"activation=none: outputs are not probabilities, so {', '.join(missing)} are not logged"
 
 
-def run(cfg: Any, output_dir: Optional[str] = None) -> dict[str, float]:
-    """Train and test one configuration; return the test metrics."""
+def run(cfg: Any, output_dir: Optional[str] = None) -> dict[str, Any]:
+    """Train and test one configuration; return its run name, MLflow run id and test metrics."""
     p = plan(cfg)
     if p.cell.status is compat.Status.QUESTIONABLE:
         log.warning("questionable combination: activation=%s loss=%s on %s: %s",
@@ -106,8 +106,9 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> dict[str, float]:
         "num_outputs": p.num_outputs, "combination_status": p.cell.status.value,
         "combination_reason": p.cell.reason, "metrics_note": _metrics_note(p),
     }
+    result: dict[str, Any] = {"run_name": p.run_name, "run_id": None, "combination_status": p.cell.status.value}
     if cfg.logger.name == "none":
-        return _fit_and_test(cfg, module, data, output_dir, logger=False, extra_callbacks=[])
+        return {**result, "metrics": _fit_and_test(cfg, module, data, output_dir, logger=False, extra_callbacks=[])}
     from xentlab import tracking
 
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -115,8 +116,9 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> dict[str, float]:
         tracking_uri=cfg.logger.tracking_uri, experiment=cfg.logger.experiment, run_name=p.run_name,
         tags=tags, config=resolved, config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     ) as tracked:
-        return _fit_and_test(cfg, module, data, output_dir, logger=tracked.logger,
-                             extra_callbacks=[tracked.recorder], on_device=tracked.set_tags)
+        metrics = _fit_and_test(cfg, module, data, output_dir, logger=tracked.logger,
+                                extra_callbacks=[tracked.recorder], on_device=tracked.set_tags)
+        return {**result, "run_id": tracked.run_id, "metrics": metrics}
 
 
 def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_device=None) -> dict[str, float]:
@@ -139,7 +141,8 @@ def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     train_seconds = time.perf_counter() - start
+    final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     (results,) = trainer.test(module, datamodule=data, verbose=True)
     if logger:
         logger.log_metrics({"train_seconds": train_seconds}, step=0)
-    return {**{k: float(v) for k, v in results.items()}, "train_seconds": train_seconds}
+    return {**final_val, **{k: float(v) for k, v in results.items()}, "train_seconds": train_seconds}
