@@ -168,6 +168,7 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     keys = [f"val/{table['rank_by']}", "val/nll"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -186,6 +187,7 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=colours(i % 20), alpha=0.15)
     for ax, key in zip(axes, keys):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
