@@ -103,8 +103,8 @@ def _experiment_id(client, name: str) -> str:
     if exp is None:
         from mlflow.exceptions import MlflowException
 
-        try:
-            return client.create_experiment(name)
+        try:  # "custom model development": the MLflow UI then opens the experiment on its runs
+            return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
         except MlflowException:  # created meanwhile by a parallel job
             exp = client.get_experiment_by_name(name)
             if exp is None:
