@@ -138,3 +138,28 @@ def test_optuna_lr_search_logs_each_trial_as_a_run(mnist_root, store, tmp_path):
     (result,) = (tmp_path / "multirun").glob("**/optimization_results.yaml")
     best = max(r.data.metrics["val/acc"] for r in trials)
     assert f"best_value: {best}" in result.read_text()
+
+
+@pytest.mark.slow
+def test_tune_script_tunes_each_loss_then_reruns_the_best_with_seeds(mnist_root, tmp_path):
+    import os
+    import subprocess
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "tune.py"), "--task", "binary", "--losses", "bce,mse",
+                          "--trials", "2", "--seeds", "0,1", "--out", str(tmp_path / "tune"), "--",
+                          *TINY, f"data.root={mnist_root}", "trainer.progress_bar=false"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = runs_in(store)
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    trials = [r for r in runs if names[r.info.experiment_id] == "tuned_binary-tuning" and r.data.tags.get("sweep") != "parent"]
+    reruns = [r for r in runs if names[r.info.experiment_id] == "tuned_binary" and r.data.tags.get("sweep") != "parent"]
+    assert len(trials) == 4 and len(reruns) == 4
+    for loss in ("bce", "mse"):
+        tuned = [r for r in trials if r.data.tags["loss"] == loss]
+        best = max(tuned, key=lambda r: r.data.metrics["val/acc"]).data.params["optimizer.lr"]
+        mine = [r for r in reruns if r.data.tags["loss"] == loss]
+        assert {r.data.params["optimizer.lr"] for r in mine} == {best} and {r.data.tags["seed"] for r in mine} == {"0", "1"}
+    assert (tmp_path / "tune" / "report" / "report.html").exists()
