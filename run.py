@@ -28,7 +28,7 @@ def main(cfg: DictConfig):
 
     hc = HydraConfig.get()
     sweeping = hc.mode == RunMode.MULTIRUN
-    record = {"job": hc.job.num, "overrides": list(hc.overrides.task)}
+    record = {"job": hc.job.num if sweeping else 0, "overrides": list(hc.overrides.task)}
     try:
         result = train.run(cfg, output_dir=hc.runtime.output_dir)
         record.update(status="ran", **result)

@@ -60,6 +60,11 @@ class DeviceData(pl.LightningDataModule):
             if name not in self._on or self._on[name][0].device != device:
                 self._on[name] = tuple(t.to(device) for t in (split.x, split.y, self.targets[name]))
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Batches are slices of tensors already on the device: skip Lightning's generic
+        (and per-step costly) walk over the batch."""
+        return batch if batch[0].device == device else super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def train_dataloader(self) -> TensorBatches:
         return TensorBatches(self._on["train"], self.batch_size, shuffle=True, seed=self.seed)
 

@@ -8,10 +8,11 @@ or any MLflow run exists. :func:`run` then trains and returns the test metrics.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -57,13 +58,19 @@ def plan(cfg: Any) -> Plan:
 class EpochSummary(Callback):
     """One line per epoch, also where progress bars are off (sweeps, CI logs)."""
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        log.info("training started: %d steps per epoch on %s", trainer.num_training_batches,
+                 trainer.strategy.root_device)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        m = trainer.callback_metrics
-        shown = " ".join(f"{k.removesuffix('_epoch')} {float(m[k]):.4f}" for k in sorted(m)
-                         if k.startswith(("train/loss_epoch", "val/")))
+        m = dict(trainer.callback_metrics)
+        if getattr(pl_module, "epoch_loss", None) and pl_module.epoch_loss() is not None:
+            m["train/loss"] = pl_module.epoch_loss()
+        shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.startswith(("train/loss", "val/"))
+                         and not k.endswith("_step"))
         log.info("epoch %d/%d  %s  (%.1f s)", trainer.current_epoch + 1, trainer.max_epochs, shown,
                  time.perf_counter() - self._t0)
 
@@ -75,8 +82,10 @@ def _metrics_note(p: Plan) -> str:
     return f"activation=none: outputs are not probabilities, so {', '.join(missing)} are not logged"
 
 
-def run(cfg: Any, output_dir: Optional[str] = None) -> dict[str, Any]:
-    """Train and test one configuration; return its run name, MLflow run id and test metrics."""
+def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train and test one configuration; return its run name, MLflow run id and test metrics.
+
+    ``callbacks`` are extra Lightning callbacks (the benchmark times epochs with one)."""
     p = plan(cfg)
     if p.cell.status is compat.Status.QUESTIONABLE:
         log.warning("questionable combination: activation=%s loss=%s on %s: %s",
@@ -108,7 +117,8 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> dict[str, Any]:
     }
     result: dict[str, Any] = {"run_name": p.run_name, "run_id": None, "combination_status": p.cell.status.value}
     if cfg.logger.name == "none":
-        return {**result, "metrics": _fit_and_test(cfg, module, data, output_dir, logger=False, extra_callbacks=[])}
+        return {**result, "metrics": _fit_and_test(cfg, module, data, output_dir, logger=False,
+                                                   extra_callbacks=list(callbacks))}
     from xentlab import tracking
 
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -117,7 +127,7 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> dict[str, Any]:
         tags=tags, config=resolved, config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     ) as tracked:
         metrics = _fit_and_test(cfg, module, data, output_dir, logger=tracked.logger,
-                                extra_callbacks=[tracked.recorder], on_device=tracked.set_tags)
+                                extra_callbacks=[tracked.recorder, *callbacks], on_device=tracked.set_tags)
         return {**result, "run_id": tracked.run_id, "metrics": metrics}
 
 
@@ -135,6 +145,10 @@ def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_
         num_sanity_val_steps=0, deterministic=t.deterministic, default_root_dir=output_dir,
     )
     device = trainer.strategy.root_device
+    if device.type == "cpu" and torch.cuda.device_count() == 0:
+        # Lightning sets this for fork safety on GPU machines; with no GPU at all it only makes
+        # every Adam step re-probe NVML (a dlopen, ~0.1 ms a step on CPU).
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     if on_device is not None:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         on_device({"device": str(device), "device_name": name})
