@@ -96,11 +96,11 @@ def bare_loop(x, y, batch_size: int, epochs: int, device, seed: int = 0) -> list
 
 
 def xentlab_path(batch_size: int, epochs: int, data_root: str, accelerator: str, logger: str,
-                 store: str | None = None) -> list[float]:
-    """(b)/(d) xentlab's own training path, timed by a callback."""
+                 store: str | None = None, extra: tuple[str, ...] = ()) -> list[float]:
+    """(b)/(d)/(e) xentlab's own training path, timed by a callback."""
     overrides = [f"data.root={data_root}", f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}",
                  "trainer.progress_bar=false", "trainer.checkpoint=false", f"trainer.accelerator={accelerator}",
-                 f"logger={logger}"]
+                 f"logger={logger}", *extra]
     if store:
         overrides.append(f"logger.tracking_uri={store}")
     timer = EpochTimer()
@@ -108,6 +108,29 @@ def xentlab_path(batch_size: int, epochs: int, data_root: str, accelerator: str,
 
     train.run(make_cfg(*overrides), output_dir=tempfile.mkdtemp(), callbacks=[timer])
     return timer.times
+
+
+class LogBatchTimer:
+    """Adds up the wall time spent in MLflow's ``log_batch`` (all of xentlab's metric writes)."""
+
+    def __init__(self):
+        from mlflow import MlflowClient
+
+        self.cls, self.original, self.seconds = MlflowClient, MlflowClient.log_batch, 0.0
+        timer = self
+
+        def timed(client, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return timer.original(client, *args, **kwargs)
+            finally:
+                timer.seconds += time.perf_counter() - t0
+
+        self.cls.log_batch = timed
+
+    def close(self) -> float:
+        self.cls.log_batch = self.original
+        return self.seconds
 
 
 def dataloader_path(batch_size: int, epochs: int, data_root: str, accelerator: str, workers: int) -> list[float]:
@@ -198,11 +221,13 @@ def sparse_vs_one_hot(device, classes=(10, 1000, 10000), n: int = 512, features:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per variant (one more runs as warm-up)")
+    ap.add_argument("--epochs", type=int, default=1, help="timed epochs per call (one more runs as warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (a), (b), (d)")
+    ap.add_argument("--seeds", type=int, default=8, help="K for the seed-batched variant (e)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for (c)")
     ap.add_argument("--data-root", default=str(ROOT / "data"))
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
-    ap.add_argument("--skip", nargs="*", default=[], choices=["dataloader", "mlflow", "startup", "sparse"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["dataloader", "mlflow", "startup", "sparse", "seeds"])
     a = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -213,42 +238,65 @@ def main(argv=None) -> dict:
     result = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "pl": pl.__version__,
                           "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
                           "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
-              "n_train": n, "epochs": a.epochs, "batches": {}}
-    e = a.epochs + 1  # first epoch is warm-up
-
-    def summary(times):
-        best = min(times[1:])  # best of the timed epochs: the least disturbed by other load
+              "n_train": n, "epochs": a.epochs, "rounds": a.rounds, "seeds": a.seeds, "batches": {}}
+    def summary(times, per=1):
+        best = min(times) / per  # best of the timed epochs: the least disturbed by other load
         return {"s_per_epoch": best, "samples_per_s": n / best, "all": times}
 
     for bs in a.batch_sizes:
-        r = {"a_bare": summary(bare_loop(x, y, bs, e, device))}
-        r["b_xentlab"] = summary(xentlab_path(bs, e, a.data_root, accelerator, "none"))
-        if "mlflow" not in a.skip:
-            r["d_xentlab_mlflow"] = summary(xentlab_path(bs, e, a.data_root, accelerator, "mlflow",
-                                                         f"sqlite:///{tmp}/bench-{bs}.db"))
+        # Interleave the variants round by round so that load from elsewhere hits them alike;
+        # each call's first epoch is a warm-up and is not timed.
+        t: dict[str, list[float]] = {"a_bare": [], "b_xentlab": [], "d_xentlab_mlflow": []}
+        mlflow_seconds: list[float] = []
+        mlflow_train: list[float] = []
+        for r in range(a.rounds):
+            t["a_bare"] += bare_loop(x, y, bs, a.epochs + 1, device, seed=r)[1:]
+            t["b_xentlab"] += xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seed={r}",))[1:]
+            if "mlflow" not in a.skip:
+                timer = LogBatchTimer()
+                epochs = xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "mlflow",
+                                      f"sqlite:///{tmp}/bench-{bs}.db", extra=(f"seed={r}",))
+                mlflow_seconds.append(timer.close())
+                mlflow_train.append(sum(epochs))
+                t["d_xentlab_mlflow"] += epochs[1:]
+        res = {k: summary(v) for k, v in t.items() if v}
         if "dataloader" not in a.skip:
-            r["c_dataloader"] = summary(dataloader_path(bs, e, a.data_root, accelerator, a.workers))
-        b = r["b_xentlab"]["s_per_epoch"]
-        r["ratios"] = {"b/a": b / r["a_bare"]["s_per_epoch"]}
-        if "c_dataloader" in r:
-            r["ratios"]["c/b"] = r["c_dataloader"]["s_per_epoch"] / b
-        if "d_xentlab_mlflow" in r:
-            r["ratios"]["mlflow_overhead"] = r["d_xentlab_mlflow"]["s_per_epoch"] / b - 1
-        result["batches"][str(bs)] = r
+            res["c_dataloader"] = summary(dataloader_path(bs, a.epochs + 1, a.data_root, accelerator, a.workers)[1:])
+        if "seeds" not in a.skip:
+            seeds = "[" + ",".join(map(str, range(a.seeds))) + "]"
+            res["e_seed_batched_per_model"] = summary(
+                xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seeds={seeds}",))[1:],
+                per=a.seeds)
+        b = res["b_xentlab"]["s_per_epoch"]
+        res["ratios"] = {"b/a": b / res["a_bare"]["s_per_epoch"]}
+        if "c_dataloader" in res:
+            res["ratios"]["c/b"] = res["c_dataloader"]["s_per_epoch"] / b
+        if "d_xentlab_mlflow" in res:
+            res["ratios"]["mlflow_overhead"] = res["d_xentlab_mlflow"]["s_per_epoch"] / b - 1
+            # the direct measure: time inside MLflow writes over the training time of those runs
+            # (it includes the end-of-run writes: test metrics, timing)
+            res["ratios"]["mlflow_write_share"] = sum(mlflow_seconds) / sum(mlflow_train)
+        if "e_seed_batched_per_model" in res:
+            res["ratios"]["seed_batched_speedup"] = b / res["e_seed_batched_per_model"]["s_per_epoch"]
+        result["batches"][str(bs)] = res
     if "startup" not in a.skip:
         result["startup"] = startup(a.data_root, f"sqlite:///{tmp}/startup.db")
     if "sparse" not in a.skip:
         result["sparse_vs_one_hot"] = sparse_vs_one_hot(device)
 
     print(f"\nxentlab benchmark on {result['machine']['device']} ({device.type}, {result['machine']['threads']} threads), "
-          f"MNIST {n} examples, best of {a.epochs} epochs after 1 warm-up")
-    print(f"{'batch':>6} {'a bare s/ep':>12} {'b xentlab':>10} {'c DataLoader':>13} {'d +mlflow':>10} "
-          f"{'b/a':>6} {'c/b':>6} {'mlflow':>7}")
+          f"MNIST {n} examples; seconds per epoch, best of {a.rounds} interleaved rounds x {a.epochs} epoch(s)")
+    print(f"{'batch':>6} {'a bare':>8} {'b xentlab':>10} {'c DataLoader':>13} {'d +mlflow':>10} {'e K-seed/model':>15} "
+          f"{'b/a':>6} {'c/b':>6} {'d/b-1':>7} {'mlflow**':>8} {'b/e*':>6}")
     for bs, r in result["batches"].items():
         g = lambda k: f"{r[k]['s_per_epoch']:.3f}" if k in r else "-"  # noqa: E731
         q = r["ratios"]
-        print(f"{bs:>6} {g('a_bare'):>12} {g('b_xentlab'):>10} {g('c_dataloader'):>13} {g('d_xentlab_mlflow'):>10} "
-              f"{q['b/a']:>6.2f} {q.get('c/b', float('nan')):>6.2f} {100 * q.get('mlflow_overhead', float('nan')):>6.1f}%")
+        print(f"{bs:>6} {g('a_bare'):>8} {g('b_xentlab'):>10} {g('c_dataloader'):>13} {g('d_xentlab_mlflow'):>10} "
+              f"{g('e_seed_batched_per_model'):>15} {q['b/a']:>6.2f} {q.get('c/b', float('nan')):>6.2f} "
+              f"{100 * q.get('mlflow_overhead', float('nan')):>6.1f}% {100 * q.get('mlflow_write_share', float('nan')):>7.1f}% "
+              f"{q.get('seed_batched_speedup', float('nan')):>6.2f}")
+    print(f"* b/e: the speed-up per model of {a.seeds} seeds batched over one xentlab run at a time")
+    print("** time spent inside MLflow writes / training time of the same runs (d/b-1 is the noisier difference)")
     if "startup" in result:
         s = result["startup"]
         print(f"start-up: run.py to first step {s['run_py_to_first_step_s']:.2f} s; bare imports {s['imports_s']:.2f} s; "

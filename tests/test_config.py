@@ -66,6 +66,7 @@ def test_typos_and_wrong_types_fail_at_startup(override, match):
     (["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0"),
     (["data.batch_size=0"], "data.batch_size must be >= 1"),
     (["data.subset=100", "data.batch_size=128"], "larger than data.subset=100"),
+    (["seeds=[1,1]"], "seeds must be distinct"),
     (["task=multilabel", "task.max_digits=5"], "max_digits <= 4"),
     (["task=multilabel", "loss=sparse_cce"], "several tags cannot be one integer.*with loss=sparse_cce: no activation works; with activation=softmax: loss=bce"),
     (["activation=none", "loss=bce"], "not probabilities.*use sigmoid.*activation=sigmoid \\(questionable\\), softmax \\(valid\\)"),

@@ -3,6 +3,8 @@ a plain PyTorch loop over the same batches computes."""
 
 import copy
 
+import pytest
+
 import pytorch_lightning as pl
 import torch
 
@@ -43,3 +45,48 @@ def test_lightning_path_matches_a_bare_loop_step_for_step():
     for p, q in zip(module.net.parameters(), bare.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(module.epoch_loss(), torch.stack(bare_losses[8:]).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_seed_batched_runs_equal_each_seed_trained_alone(mnist_root, tmp_path):
+    """seeds=[0,1,2] trains one batched model; each seed's MLflow run matches seed=k alone."""
+    from conftest import run_xentlab, runs_in
+
+    quick = ("task=binary", "loss=bce", "data.subset=1000", "data.val_size=1000", "trainer.max_epochs=2",
+             "trainer.log_every_n_steps=4")
+    batched_store, alone_store = (f"sqlite:///{tmp_path / n}" for n in ("batched.db", "alone.db"))
+    out = run_xentlab(*quick, "seeds=[0,1,2]", f"logger.tracking_uri={batched_store}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_xentlab("-m", *quick, "seed=1,2", f"logger.tracking_uri={alone_store}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, batched = runs_in(batched_store)
+    alone_client, alone = runs_in(alone_store)
+    assert sorted(r.data.tags["seed"] for r in batched) == ["0", "1", "2"]
+    assert all(r.data.tags["seed_batch"] == "0,1,2" and r.info.status == "FINISHED" for r in batched)
+    for solo in (r for r in alone if r.data.tags.get("sweep") != "parent"):
+        (twin,) = [r for r in batched if r.data.tags["seed"] == solo.data.tags["seed"]]
+        assert twin.data.params["seed"] == solo.data.params["seed"] and twin.info.run_name == solo.info.run_name
+        for key in ("test/acc", "test/nll", "test/brier", "val/loss"):
+            assert twin.data.metrics[key] == pytest.approx(solo.data.metrics[key], rel=1e-4, abs=1e-5), key
+        mine = [m.value for m in client.get_metric_history(twin.info.run_id, "train/loss_step")]
+        theirs = [m.value for m in alone_client.get_metric_history(solo.info.run_id, "train/loss_step")]
+        assert len(mine) == len(theirs) == 4 and mine == pytest.approx(theirs, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_and_writes_its_ratios(mnist_root, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--batch-sizes", "1024", "--rounds", "1",
+                          "--seeds", "2", "--skip", "dataloader", "startup", "--data-root", str(mnist_root),
+                          "--json", str(tmp_path / "b.json")], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    ratios = result["batches"]["1024"]["ratios"]
+    assert set(ratios) == {"b/a", "mlflow_overhead", "mlflow_write_share", "seed_batched_speedup"} and all(v > 0 for v in
+                                                                                     [ratios["b/a"], ratios["seed_batched_speedup"]])
+    assert [row["classes"] for row in result["sparse_vs_one_hot"]] == [10, 1000, 10000]
+    assert "b/a" in out.stdout

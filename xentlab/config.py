@@ -117,6 +117,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
+    seeds: Optional[list[int]] = None  # train these seeds together as one batched model
     optimized_metric: Optional[str] = None  # what run.py returns to a hyperparameter sweeper
 
 
@@ -161,6 +162,9 @@ def validate(cfg: Any) -> None:
             f"data.batch_size={cfg.data.batch_size} is larger than data.subset={cfg.data.subset}: "
             f"not one full batch to train on",
         ),
+        (cfg.seeds is None or (len(cfg.seeds) >= 1 and len(set(cfg.seeds)) == len(cfg.seeds)
+                               and all(s >= 0 for s in cfg.seeds)),
+         f"seeds must be distinct non-negative integers, got {cfg.seeds}"),
         (all(h >= 1 for h in cfg.model.hidden), f"model.hidden sizes must be >= 1, got {list(cfg.model.hidden)}"),
     ]
     if isinstance(cfg.task, MosaicTaskConfig) or "max_digits" in cfg.task:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from pytorch_lightning import Callback
-from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.loggers import Logger, MLFlowLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,36 @@ class EpochStepMLFlowLogger(MLFlowLogger):
 
     def finalize(self, status: str = "success") -> None:
         pass
+
+
+class SeedRoutingLogger(Logger):
+    """One Lightning logger for a seed-batched model: ``seed<k>/<key>`` goes to seed k's run."""
+
+    def __init__(self, loggers: Mapping[int, EpochStepMLFlowLogger]):
+        super().__init__()
+        self.loggers = dict(loggers)
+
+    @property
+    def name(self) -> str:
+        return "xentlab-seeds"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # each run got its own config when it was created
+
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        per_seed: dict[int, dict[str, float]] = {}
+        for key, value in metrics.items():
+            head, _, rest = key.partition("/")
+            if head.startswith("seed") and head[4:].isdigit():
+                per_seed.setdefault(int(head[4:]), {})[rest] = value
+        for seed, values in per_seed.items():
+            if "epoch" in metrics:
+                values["epoch"] = metrics["epoch"]
+            self.loggers[seed].log_metrics(values, step)
 
 
 class Terminated(BaseException):
@@ -172,6 +202,14 @@ def end_sweep_if_running(parent: str, status: str) -> None:
         log.error("could not end sweep parent run %s: %s", parent, exc)
 
 
+def _flush(uri: str) -> None:
+    """Wait until MLflow's async queue for this store has written everything."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.flush_async_logging()
+
+
 @contextmanager
 def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, tags: Mapping[str, Any],
                 config: Mapping[str, Any], config_yaml: str) -> Iterator[Run]:
@@ -199,7 +237,10 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
         signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # not the main thread: leave signals alone
         in_main_thread = False
-    run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id))
+    # Metrics are written by MLflow's background queue (synchronous=False) so training never
+    # waits on the store; the queue is flushed before the run gets its final status.
+    run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
+                                                    synchronous=False))
     try:
         params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):
@@ -210,6 +251,7 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
         status = _status_of(exc, run.recorder.exception)
         cause = run.recorder.exception if isinstance(exc, SystemExit) and run.recorder.exception else exc
         try:
+            _flush(uri)
             run.set_tags({"error": (f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)[:5000]})
             client.set_terminated(run_id, status)
             log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(cause).__name__, cause)
@@ -220,6 +262,7 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
             raise SystemExit(130) from exc  # the shell's code for "stopped by a signal"
         raise
     else:
+        _flush(uri)
         client.set_terminated(run_id, "FINISHED")
     finally:
         if in_main_thread:

@@ -67,10 +67,14 @@ class EpochSummary(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         m = dict(trainer.callback_metrics)
-        if getattr(pl_module, "epoch_loss", None) and pl_module.epoch_loss() is not None:
+        if getattr(pl_module, "epoch_loss", None) and pl_module.epoch_loss() is not None and not getattr(
+                pl_module, "seeds", None):
             m["train/loss"] = pl_module.epoch_loss()
         shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.startswith(("train/loss", "val/"))
                          and not k.endswith("_step"))
+        if getattr(pl_module, "seeds", None):  # seed-batched: one accuracy-like figure per seed
+            shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.split("/")[1:2] == ["val"]
+                             and k.endswith(("/acc", "/subset_acc")))
         log.info("epoch %d/%d  %s  (%.1f s)", trainer.current_epoch + 1, trainer.max_epochs, shown,
                  time.perf_counter() - self._t0)
 
@@ -85,12 +89,15 @@ def _metrics_note(p: Plan) -> str:
 def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and test one configuration; return its run name, MLflow run id and test metrics.
 
-    ``callbacks`` are extra Lightning callbacks (the benchmark times epochs with one)."""
+    With ``seeds=[...]`` the seeds train together as one batched model (``xentlab.batched``)
+    and the result lists one entry per seed under ``runs``. ``callbacks`` are extra
+    Lightning callbacks (the benchmark times epochs with one)."""
     p = plan(cfg)
     if p.cell.status is compat.Status.QUESTIONABLE:
         log.warning("questionable combination: activation=%s loss=%s on %s: %s",
                     p.activation, p.loss, p.task.name, p.cell.reason)
-    pl.seed_everything(cfg.seed, workers=False, verbose=False)
+    seeds = list(cfg.seeds) if cfg.seeds else [cfg.seed]
+    pl.seed_everything(seeds[0], workers=False, verbose=False)
 
     splits = p.task.build(cfg.task, cfg.data)
     if cfg.data.batch_size > len(splits.train):
@@ -101,34 +108,69 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
         targets[name] = losses.encode_targets(p.loss, split.y, p.num_outputs)
         shape = torch.empty((len(split), p.num_outputs), device="meta")
         losses.validate_targets(p.loss, shape, targets[name])  # once, so training steps need no host sync
-    data = DeviceData(splits, targets["train"], targets["val"], targets["test"],
-                      batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed)
-    net = models.build(cfg.model, p.task.input_shape, p.num_outputs)
-    module = Classifier(
-        net, kind=p.task.kind, num_classes=p.task.num_classes, loss=p.loss, activation=p.activation,
-        label_smoothing=cfg.loss.label_smoothing, numerics=str(getattr(cfg.loss.numerics, "value", cfg.loss.numerics)),
-        optimizer=cfg.optimizer, check_every=cfg.trainer.log_every_n_steps,
-    )
+    nets = []
+    for seed in seeds:  # each seed's weights exactly as a run with that seed alone draws them
+        pl.seed_everything(seed, workers=False, verbose=False)
+        nets.append(models.build(cfg.model, p.task.input_shape, p.num_outputs))
+    common = dict(kind=p.task.kind, num_classes=p.task.num_classes, loss=p.loss, activation=p.activation,
+                  label_smoothing=cfg.loss.label_smoothing, optimizer=cfg.optimizer,
+                  numerics=str(getattr(cfg.loss.numerics, "value", cfg.loss.numerics)),
+                  check_every=cfg.trainer.log_every_n_steps)
+    batch_sizes = dict(batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size)
+    if cfg.seeds:
+        from xentlab.batched import SeedBatchedClassifier, SeedBatchedData
+
+        module = SeedBatchedClassifier(nets, seeds=seeds, **common)
+        data = SeedBatchedData(splits, targets, seeds=seeds, **batch_sizes)
+    else:
+        module = Classifier(nets[0], **common)
+        data = DeviceData(splits, targets["train"], targets["val"], targets["test"], seed=cfg.seed, **batch_sizes)
+    run_names = {s: cfg.logger.run_name or f"{p.task.name}-{p.activation}-{p.loss}-s{s}" for s in seeds}
+    if cfg.logger.name == "none":
+        metrics = _fit_and_test(cfg, module, data, output_dir, logger=False, extra_callbacks=list(callbacks))
+        ids = {s: None for s in seeds}
+    else:
+        metrics, ids = _tracked(cfg, p, module, data, output_dir, callbacks, seeds, run_names)
+    if not cfg.seeds:
+        return {"run_name": p.run_name, "run_id": ids[seeds[0]], "combination_status": p.cell.status.value,
+                "metrics": metrics}
+    runs = [{"seed": s, "run_name": run_names[s], "run_id": ids[s],
+             "metrics": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"seed{s}/")}}
+            for s in seeds]
+    return {"runs": runs, "combination_status": p.cell.status.value}
+
+
+def _tracked(cfg, p: Plan, module, data, output_dir, callbacks, seeds, run_names):
+    """Fit and test inside one MLflow run per seed; each ends FINISHED, FAILED or KILLED."""
+    from contextlib import ExitStack
+
+    from xentlab import tracking
+
     tags = {
         "task": p.task.name, "task_kind": p.task.kind, "activation": p.activation,
-        "activation_requested": cfg.activation.name, "loss": p.loss, "seed": cfg.seed,
+        "activation_requested": cfg.activation.name, "loss": p.loss,
         "num_outputs": p.num_outputs, "combination_status": p.cell.status.value,
         "combination_reason": p.cell.reason, "metrics_note": _metrics_note(p),
     }
-    result: dict[str, Any] = {"run_name": p.run_name, "run_id": None, "combination_status": p.cell.status.value}
-    if cfg.logger.name == "none":
-        return {**result, "metrics": _fit_and_test(cfg, module, data, output_dir, logger=False,
-                                                   extra_callbacks=list(callbacks))}
-    from xentlab import tracking
+    with ExitStack() as stack:
+        runs = {}
+        for s in seeds:
+            one = OmegaConf.merge(cfg, {"seed": s})
+            extra = {"seed_batch": ",".join(map(str, seeds))} if cfg.seeds else {}
+            runs[s] = stack.enter_context(tracking.tracked_run(
+                tracking_uri=cfg.logger.tracking_uri, experiment=cfg.logger.experiment, run_name=run_names[s],
+                tags={**tags, "seed": s, **extra}, config=OmegaConf.to_container(one, resolve=True, enum_to_str=True),
+                config_yaml=OmegaConf.to_yaml(one, resolve=True)))
+        logger = (tracking.SeedRoutingLogger({s: r.logger for s, r in runs.items()}) if cfg.seeds
+                  else runs[seeds[0]].logger)
 
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    with tracking.tracked_run(
-        tracking_uri=cfg.logger.tracking_uri, experiment=cfg.logger.experiment, run_name=p.run_name,
-        tags=tags, config=resolved, config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-    ) as tracked:
-        metrics = _fit_and_test(cfg, module, data, output_dir, logger=tracked.logger,
-                                extra_callbacks=[tracked.recorder, *callbacks], on_device=tracked.set_tags)
-        return {**result, "run_id": tracked.run_id, "metrics": metrics}
+        def on_device(device_tags):
+            for r in runs.values():
+                r.set_tags(device_tags)
+
+        metrics = _fit_and_test(cfg, module, data, output_dir, logger=logger, on_device=on_device,
+                                extra_callbacks=[*(r.recorder for r in runs.values()), *callbacks])
+        return metrics, {s: r.run_id for s, r in runs.items()}
 
 
 def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_device=None) -> dict[str, float]:
@@ -155,8 +197,10 @@ def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     train_seconds = time.perf_counter() - start
-    final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
     (results,) = trainer.test(module, datamodule=data, verbose=True)
+    seeds = getattr(module, "seeds", None)
+    timing = {f"seed{s}/train_seconds": train_seconds for s in seeds} if seeds else {"train_seconds": train_seconds}
     if logger:
-        logger.log_metrics({"train_seconds": train_seconds}, step=0)
-    return {**final_val, **{k: float(v) for k, v in results.items()}, "train_seconds": train_seconds}
+        logger.log_metrics(timing, step=0)
+    return {**final_val, **{k: float(v) for k, v in results.items()}, **timing}
