@@ -21,9 +21,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from torchmetrics import MeanMetric
 
 from xentlab import losses
-from xentlab.data import TensorBatches
+from xentlab.data import DeviceData
 from xentlab.metrics import Yardsticks
-from xentlab.module import OPTIMIZERS, NonFiniteLoss
+from xentlab.module import NonFiniteLoss, SharedHooks
 from xentlab.tasks import Splits
 
 
@@ -48,37 +48,20 @@ class SeedBatches:
             yield tuple(t[idx] for t in self.tensors)
 
 
-class SeedBatchedData(pl.LightningDataModule):
+class SeedBatchedData(DeviceData):
     """Device-resident splits; training batches per seed, evaluation batches shared."""
 
     def __init__(self, splits: Splits, targets: dict[str, Tensor], *, batch_size: int, eval_batch_size: int,
                  seeds: Sequence[int]):
-        super().__init__()
-        self.splits, self.targets, self.seeds = splits, targets, list(seeds)
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self._on: dict[str, tuple[Tensor, ...]] = {}
-
-    def setup(self, stage: str) -> None:
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        for name in ("train", "val", "test"):
-            split = getattr(self.splits, name)
-            if name not in self._on or self._on[name][0].device != device:
-                self._on[name] = tuple(t.to(device) for t in (split.x, split.y, self.targets[name]))
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
-        return batch if batch[0].device == device else super().transfer_batch_to_device(batch, device, dataloader_idx)
+        super().__init__(splits, targets["train"], targets["val"], targets["test"], batch_size=batch_size,
+                         eval_batch_size=eval_batch_size, seed=seeds[0])
+        self.seeds = list(seeds)
 
     def train_dataloader(self) -> SeedBatches:
         return SeedBatches(self._on["train"], self.batch_size, self.seeds)
 
-    def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._on["val"], self.eval_batch_size)
 
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._on["test"], self.eval_batch_size)
-
-
-class SeedBatchedClassifier(pl.LightningModule):
+class SeedBatchedClassifier(SharedHooks, pl.LightningModule):
     """K copies of ``nets[0]``'s architecture with the given (per-seed) weights, trained as one."""
 
     def __init__(self, nets: Sequence[nn.Module], *, seeds: Sequence[int], kind: str, num_classes: int, loss: str,
@@ -100,8 +83,6 @@ class SeedBatchedClassifier(pl.LightningModule):
         self.stage_metrics = nn.ModuleDict({s: nn.ModuleList([Yardsticks(kind, activation, num_classes) for _ in range(k)])
                                             for s in ("val", "test")})
         self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in range(k)]) for s in ("val", "test")})
-        self._epoch_sum: Tensor | None = None
-        self._epoch_count = 0
 
     def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
         return functional_call(self._base[0], dict(zip(self._names, params)), (x,))
@@ -126,27 +107,16 @@ class SeedBatchedClassifier(pl.LightningModule):
         self.manual_backward(per_seed.sum())  # seeds share no parameters: each gets its own gradient
         opt.step()
         detached = per_seed.detach()
-        n = x.shape[1]
-        self._epoch_sum = detached * n if self._epoch_sum is None else self._epoch_sum + detached * n
-        self._epoch_count += n
+        self._accumulate(detached, x.shape[1])
         if detached.device.type == "cpu" or step % self.check_every == 0:
             if not bool(torch.isfinite(self._epoch_sum).all()):
                 raise NonFiniteLoss(step, max(0, step - (1 if detached.device.type == "cpu" else self.check_every)))
         if step % self.check_every == 0:
-            self.log_dict({f"seed{s}/train/loss_step": detached[i] for i, s in enumerate(self.seeds)},
-                          on_step=True, on_epoch=False)
+            self.log_dict(self._named(detached, "train/loss_step"), on_step=True, on_epoch=False)
         return per_seed.sum()
 
-    def on_train_epoch_start(self) -> None:
-        self._epoch_sum, self._epoch_count = None, 0
-
-    def epoch_loss(self) -> Tensor | None:
-        return None if self._epoch_sum is None else self._epoch_sum / self._epoch_count
-
-    def on_train_epoch_end(self) -> None:
-        if self._epoch_sum is not None:
-            mean = self.epoch_loss()
-            self.log_dict({f"seed{s}/train/loss": mean[i] for i, s in enumerate(self.seeds)}, on_step=False, on_epoch=True)
+    def _named(self, values: Tensor, key: str) -> dict[str, Tensor]:
+        return {f"seed{s}/{key}": values[i] for i, s in enumerate(self.seeds)}
 
     def _eval_step(self, stage: str, batch) -> None:
         x, labels, targets = batch
@@ -165,22 +135,6 @@ class SeedBatchedClassifier(pl.LightningModule):
             self.stage_loss[stage][i].reset()
             self.stage_metrics[stage][i].reset()
         self.log_dict(values)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        name = getattr(self.optimizer_cfg.name, "value", self.optimizer_cfg.name)
-        return OPTIMIZERS[name](self.parameters(), self.optimizer_cfg)
 
     def unstacked(self, i: int) -> dict[str, Tensor]:
         """Seed ``self.seeds[i]``'s weights as an ordinary state dict."""

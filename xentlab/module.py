@@ -27,7 +27,50 @@ class NonFiniteLoss(FloatingPointError):
         super().__init__(f"loss became NaN or infinite {where}: training diverged (try a smaller optimizer.lr)")
 
 
-class Classifier(pl.LightningModule):
+class SharedHooks:
+    """What the single and the seed-batched module share: the epoch's mean training loss
+    (summed on the device), validation/test hooks routed to ``_eval_step(stage, batch)``
+    and ``_eval_epoch_end(stage)``, and the optimizer. ``_named(values, key)`` names the
+    logged values (one per seed for the batched module)."""
+
+    _epoch_sum: Tensor | None = None
+    _epoch_count = 0
+
+    def _accumulate(self, loss: Tensor, n: int) -> None:
+        self._epoch_sum = loss * n if self._epoch_sum is None else self._epoch_sum + loss * n
+        self._epoch_count += n
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sum, self._epoch_count = None, 0
+
+    def epoch_loss(self) -> Tensor | None:
+        """Mean training loss over the epoch so far (on the device)."""
+        return None if self._epoch_sum is None else self._epoch_sum / self._epoch_count
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_sum is not None:
+            self.log_dict(self._named(self.epoch_loss(), "train/loss"), on_step=False, on_epoch=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        name = getattr(self.optimizer_cfg.name, "value", self.optimizer_cfg.name)
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; valid choices are: {', '.join(OPTIMIZERS)}")
+        return OPTIMIZERS[name](self.parameters(), self.optimizer_cfg)
+
+
+class Classifier(SharedHooks, pl.LightningModule):
     """Trains ``net`` with ``losses.compute(loss, activation, ...)``; evaluates yardsticks.
 
     Logs ``train/loss`` per step (every ``trainer.log_every_n_steps``) and per epoch,
@@ -49,8 +92,6 @@ class Classifier(pl.LightningModule):
         self.stage_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self._nonfinite: Tensor | None = None
         self._last_checked = 0
-        self._epoch_sum: Tensor | None = None
-        self._epoch_count = 0
         # One optimizer, one step per batch: stepping by hand skips Lightning's closure
         # machinery, a measurable share of a small model's step time (scripts/bench.py).
         self.automatic_optimization = False
@@ -80,23 +121,13 @@ class Classifier(pl.LightningModule):
         self._watch(detached, step)
         # Sum on the device; hand Lightning a value only at its logging steps (no per-step
         # logging machinery, no host sync).
-        n = x.shape[0]
-        self._epoch_sum = self._epoch_sum + detached * n if self._epoch_sum is not None else detached * n
-        self._epoch_count += n
+        self._accumulate(detached, x.shape[0])
         if step % self.check_every == 0:
-            self.log("train/loss_step", detached, on_step=True, on_epoch=False)
+            self.log_dict(self._named(detached, "train/loss_step"), on_step=True, on_epoch=False)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        self._epoch_sum, self._epoch_count = None, 0
-
-    def epoch_loss(self) -> Tensor | None:
-        """Mean training loss over the epoch so far (on the device)."""
-        return None if self._epoch_sum is None else self._epoch_sum / self._epoch_count
-
-    def on_train_epoch_end(self) -> None:
-        if self._epoch_sum is not None:
-            self.log("train/loss", self.epoch_loss(), on_step=False, on_epoch=True)
+    def _named(self, value: Tensor, key: str) -> dict[str, Tensor]:
+        return {key: value}
 
     def _watch(self, loss: Tensor, step: int) -> None:
         """Stop on NaN/inf: accumulate a flag on the device, read it every ``check_every`` steps."""
@@ -119,21 +150,3 @@ class Classifier(pl.LightningModule):
         self.log_dict(values)
         self.stage_loss[stage].reset()
         self.stage_metrics[stage].reset()
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        name = getattr(self.optimizer_cfg.name, "value", self.optimizer_cfg.name)
-        if name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {name!r}; valid choices are: {', '.join(OPTIMIZERS)}")
-        return OPTIMIZERS[name](self.parameters(), self.optimizer_cfg)
