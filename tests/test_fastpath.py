@@ -90,3 +90,19 @@ def test_benchmark_script_runs_and_writes_its_ratios(mnist_root, tmp_path):
                                                                                      [ratios["b/a"], ratios["seed_batched_speedup"]])
     assert [row["classes"] for row in result["sparse_vs_one_hot"]] == [10, 1000, 10000]
     assert "b/a" in out.stdout
+
+
+@pytest.mark.slow
+def test_compiled_network_trains_like_the_eager_one(mnist_root, tmp_path):
+    from conftest import run_xentlab, runs_in
+
+    quick = ("task=mnist", "data.subset=1000", "data.val_size=1000", "trainer.max_epochs=1")
+    for flag in ("false", "true"):
+        out = run_xentlab(*quick, f"trainer.compile={flag}", f"logger.tracking_uri=sqlite:///{tmp_path}/{flag}.db",
+                          cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+    eager = runs_in(f"sqlite:///{tmp_path}/false.db")[1][0]
+    compiled = runs_in(f"sqlite:///{tmp_path}/true.db")[1][0]
+    assert compiled.data.params["trainer.compile"] == "True"
+    for key in ("test/acc", "test/nll", "val/loss"):
+        assert compiled.data.metrics[key] == pytest.approx(eager.data.metrics[key], rel=2e-3, abs=1e-3), key

@@ -163,3 +163,24 @@ def test_tune_script_tunes_each_loss_then_reruns_the_best_with_seeds(mnist_root,
         mine = [r for r in reruns if r.data.tags["loss"] == loss]
         assert {r.data.params["optimizer.lr"] for r in mine} == {best} and {r.data.tags["seed"] for r in mine} == {"0", "1"}
     assert (tmp_path / "tune" / "report" / "report.html").exists()
+
+
+def test_ctrl_c_during_a_sweep_leaves_nothing_running(mnist_root, store, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "task=mnist", "loss=bce,cce", "trainer.max_epochs=50",
+           "trainer.progress_bar=false", f"data.root={mnist_root}", f"logger.tracking_uri={store}",
+           f"hydra.sweep.dir={tmp_path}/multirun"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if "epoch 1/50" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    _, runs = runs_in(store)
+    assert len(runs) == 2  # the parent and the interrupted job; the second job never started
+    assert {r.info.status for r in runs} == {"KILLED"}

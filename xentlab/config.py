@@ -96,6 +96,7 @@ class TrainerConfig:
     progress_bar: bool = True
     checkpoint: bool = True
     deterministic: bool = False
+    compile: bool = False  # torch.compile the network (pays a compile at start-up)
 
 
 @dataclass
@@ -165,6 +166,8 @@ def validate(cfg: Any) -> None:
         (cfg.seeds is None or (len(cfg.seeds) >= 1 and len(set(cfg.seeds)) == len(cfg.seeds)
                                and all(s >= 0 for s in cfg.seeds)),
          f"seeds must be distinct non-negative integers, got {cfg.seeds}"),
+        (not (cfg.trainer.compile and cfg.seeds),
+         "trainer.compile=true works with one seed at a time; drop seeds=[...] or the compile flag"),
         (all(h >= 1 for h in cfg.model.hidden), f"model.hidden sizes must be >= 1, got {list(cfg.model.hidden)}"),
     ]
     if isinstance(cfg.task, MosaicTaskConfig) or "max_digits" in cfg.task:

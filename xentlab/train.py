@@ -123,7 +123,7 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
         module = SeedBatchedClassifier(nets, seeds=seeds, **common)
         data = SeedBatchedData(splits, targets, seeds=seeds, **batch_sizes)
     else:
-        module = Classifier(nets[0], **common)
+        module = Classifier(torch.compile(nets[0]) if cfg.trainer.compile else nets[0], **common)
         data = DeviceData(splits, targets["train"], targets["val"], targets["test"], seed=cfg.seed, **batch_sizes)
     run_names = {s: cfg.logger.run_name or f"{p.task.name}-{p.activation}-{p.loss}-s{s}" for s in seeds}
     if cfg.logger.name == "none":
