@@ -98,9 +98,20 @@ class Run:
         self.recorder = _ExceptionRecorder()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
+        set_tags(self.client, self.run_id, tags)
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+def set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def _create_run(client, experiment: str, name: str, tags: Mapping[str, Any]) -> str:
+    """A new run in ``experiment`` (created if needed), tagged with the code's git commit."""
+    all_tags = {"mlflow.source.git.commit": git_commit(), **tags}
+    return client.create_run(_experiment_id(client, experiment), run_name=name,
+                             tags={k: str(v) for k, v in all_tags.items()}).info.run_id
 
 
 def git_commit() -> str:
@@ -168,10 +179,7 @@ def start_sweep(*, tracking_uri: Optional[str], experiment: str, name: str, tags
     from mlflow import MlflowClient
 
     uri = resolve_uri(tracking_uri)
-    client = MlflowClient(uri)
-    exp_id = _experiment_id(client, experiment)
-    run_tags = {"mlflow.source.git.commit": git_commit(), "sweep": "parent", **tags}
-    parent = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in run_tags.items()}).info.run_id
+    parent = _create_run(MlflowClient(uri), experiment, name, {"sweep": "parent", **tags})
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment, ENV_PARENT: parent})
     log.info("sweep parent run %s in experiment %r at %s", parent, experiment, uri)
     return parent
@@ -182,9 +190,7 @@ def end_sweep(parent: str, *, status: str, summary: Mapping[str, Any], report_md
     from mlflow import MlflowClient
 
     client = MlflowClient(os.environ[ENV_URI])
-    counts = summary.get("counts", {})
-    run = Run(client, parent, None)  # type: ignore[arg-type]
-    run.set_tags({f"sweep_{k}": v for k, v in counts.items()})
+    set_tags(client, parent, {f"sweep_{k}": v for k, v in summary.get("counts", {}).items()})
     client.log_text(parent, json.dumps(summary, indent=2), "sweep_summary.json")
     client.log_text(parent, report_md, "sweep_summary.md")
     client.set_terminated(parent, status)
@@ -220,11 +226,8 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
     uri = resolve_uri(tracking_uri)
     experiment = os.environ.get(ENV_EXPERIMENT, experiment)  # a sweep keeps its runs together
     client = MlflowClient(uri)
-    exp_id = _experiment_id(client, experiment)
-    run_tags = {"mlflow.source.git.commit": git_commit(), **tags}
-    if os.environ.get(ENV_PARENT):
-        run_tags["mlflow.parentRunId"] = os.environ[ENV_PARENT]
-    run_id = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in run_tags.items()}).info.run_id
+    parent = {"mlflow.parentRunId": os.environ[ENV_PARENT]} if os.environ.get(ENV_PARENT) else {}
+    run_id = _create_run(client, experiment, run_name, {**tags, **parent})
     log.info("MLflow run %s (%s) in experiment %r at %s", run_name, run_id, experiment, uri)
 
     previous = signal.getsignal(signal.SIGTERM)
