@@ -29,6 +29,7 @@ def run_xentlab(*overrides: str, cwd: Path, timeout: float = 600, **popen) -> su
     cmd = [sys.executable, str(ROOT / "run.py"), *overrides, f"data.root={DATA_ROOT}",
            "trainer.progress_bar=false", f"hydra.run.dir={cwd}/outputs", f"hydra.sweep.dir={cwd}/multirun"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    Path(cwd).mkdir(parents=True, exist_ok=True)
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **popen)
 
 

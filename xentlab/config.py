@@ -97,6 +97,7 @@ class TrainerConfig:
     checkpoint: bool = True
     deterministic: bool = False
     compile: bool = False  # torch.compile the network (pays a compile at start-up)
+    strategy: str = "auto"  # Lightning's: auto, ddp (conf/trainer/ddp.yaml), ...
 
 
 @dataclass
@@ -120,6 +121,7 @@ class Config:
     seed: int = 0
     seeds: Optional[list[int]] = None  # train these seeds together as one batched model
     optimized_metric: Optional[str] = None  # what run.py returns to a hyperparameter sweeper
+    resume: Optional[str] = None  # an MLflow run id, a checkpoint file or a run's output directory
 
 
 def register() -> None:
@@ -168,6 +170,10 @@ def validate(cfg: Any) -> None:
          f"seeds must be distinct non-negative integers, got {cfg.seeds}"),
         (not (cfg.trainer.compile and cfg.seeds),
          "trainer.compile=true works with one seed at a time; drop seeds=[...] or the compile flag"),
+        (not (cfg.resume and cfg.seeds), "resume works for one run at a time; drop seeds=[...] (resume each "
+                                          "seed's run by its id)"),
+        (not (cfg.seeds and "ddp" in str(cfg.trainer.strategy)),
+         "seeds=[...] batches seeds on one device; it does not combine with trainer.strategy=ddp"),
         (all(h >= 1 for h in cfg.model.hidden), f"model.hidden sizes must be >= 1, got {list(cfg.model.hidden)}"),
     ]
     if isinstance(cfg.task, MosaicTaskConfig) or "max_digits" in cfg.task:

@@ -16,16 +16,21 @@ from xentlab.tasks import Splits
 class TensorBatches:
     """Batches of ``(x, labels, targets)`` drawn from tensors on one device.
 
-    With ``shuffle`` each pass draws a fresh permutation from its own generator, so the
-    data order depends on the seed alone; without it, batches are contiguous views.
+    With ``shuffle`` each pass draws a fresh permutation from ``generator`` (or one seeded
+    with ``seed``), so the data order depends on the seed alone; without it, batches are
+    contiguous views. Under DDP (``world`` > 1) each rank takes every ``world``-th example
+    of the same order, the training shards cut to equal length so all ranks step together.
     """
 
-    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, *, shuffle: bool = False, seed: int = 0):
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 generator: Optional[torch.Generator] = None, rank: int = 0, world: int = 1):
         self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
-        self.n = len(tensors[0])
+        self.rank, self.world = rank, world
+        total = len(tensors[0])
+        self.n = total // world if shuffle else len(range(rank, total, world))
         self.generator: Optional[torch.Generator] = None
         if shuffle:
-            self.generator = torch.Generator(device=tensors[0].device).manual_seed(seed)
+            self.generator = generator or torch.Generator(device=tensors[0].device).manual_seed(seed)
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
@@ -33,10 +38,13 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         bs = self.batch_size
         if not self.shuffle:
+            shard = self.tensors if self.world == 1 else tuple(t[self.rank::self.world] for t in self.tensors)
             for i in range(0, self.n, bs):
-                yield tuple(t[i:i + bs] for t in self.tensors)
+                yield tuple(t[i:i + bs] for t in shard)
             return
-        order = torch.randperm(self.n, generator=self.generator, device=self.tensors[0].device)
+        order = torch.randperm(len(self.tensors[0]), generator=self.generator, device=self.tensors[0].device)
+        if self.world > 1:
+            order = order[self.rank::self.world][:self.n]
         for i in range(0, self.n, bs):
             idx = order[i:i + bs]
             yield tuple(t[idx] for t in self.tensors)
@@ -52,6 +60,32 @@ class DeviceData(pl.LightningDataModule):
         self.targets = {"train": train_targets, "val": val_targets, "test": test_targets}
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self._on: dict[str, tuple[Tensor, ...]] = {}
+        self._generator: Optional[torch.Generator] = None
+        self._generator_state: Optional[Tensor] = None
+
+    def _shard(self) -> dict[str, int]:
+        t = self.trainer
+        return {"rank": t.global_rank, "world": t.world_size} if t is not None else {}
+
+    def generator(self) -> torch.Generator:
+        """The training order's generator; its state travels in checkpoints, so a resumed
+        run sees the data in the same order as an uninterrupted one."""
+        device = self._on["train"][0].device
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        if self._generator_state is not None:
+            self._generator.set_state(self._generator_state)
+            self._generator_state = None
+        return self._generator
+
+    def state_dict(self) -> dict:
+        return {"generator": self._generator.get_state()} if self._generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "generator" in state:
+            self._generator_state = state["generator"]
+            if self._generator is not None:  # Lightning may build the batches before it restores
+                self.generator()
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -66,10 +100,11 @@ class DeviceData(pl.LightningDataModule):
         return batch if batch[0].device == device else super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._on["train"], self.batch_size, shuffle=True, seed=self.seed)
+        return TensorBatches(self._on["train"], self.batch_size, shuffle=True, generator=self.generator(),
+                             **self._shard())
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._on["val"], self.eval_batch_size)
+        return TensorBatches(self._on["val"], self.eval_batch_size, **self._shard())
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._on["test"], self.eval_batch_size)
+        return TensorBatches(self._on["test"], self.eval_batch_size, **self._shard())

@@ -49,7 +49,12 @@ class SharedHooks:
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_sum is not None:
-            self.log_dict(self._named(self.epoch_loss(), "train/loss"), on_step=False, on_epoch=True)
+            self.log_dict(self._named(self.epoch_loss(), "train/loss"), on_step=False, on_epoch=True,
+                          sync_dist=self._distributed())
+
+    def _distributed(self) -> bool:
+        """Under DDP each rank sees a shard: epoch values are averaged over the ranks."""
+        return self._trainer is not None and self.trainer.world_size > 1
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -147,6 +152,6 @@ class Classifier(SharedHooks, pl.LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         values = {f"{stage}/loss": self.stage_loss[stage].compute()}
         values.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage].compute().items()})
-        self.log_dict(values)
+        self.log_dict(values, sync_dist=self._distributed())  # torchmetrics already synced; a no-op mean
         self.stage_loss[stage].reset()
         self.stage_metrics[stage].reset()

@@ -13,6 +13,7 @@ import atexit
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,10 +73,14 @@ class SweepCallback(Callback):
         from xentlab import tracking
 
         overrides = " ".join(config.hydra.overrides.task)
-        self.parent = tracking.start_sweep(
-            tracking_uri=config.logger.tracking_uri, experiment=config.logger.experiment,
-            name=f"sweep {Path(config.hydra.sweep.dir).name}", tags={"sweep_overrides": overrides[:5000]},
-        )
+        try:
+            self.parent = tracking.start_sweep(
+                tracking_uri=config.logger.tracking_uri, experiment=config.logger.experiment,
+                name=f"sweep {Path(config.hydra.sweep.dir).name}", tags={"sweep_overrides": overrides[:5000]},
+            )
+        except tracking.TrackingUnavailable as exc:  # no job could log anywhere: stop before the first
+            print(f"xentlab: error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
         atexit.register(tracking.end_sweep_if_running, self.parent, "KILLED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -21,6 +21,8 @@ from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from xentlab.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -172,13 +174,77 @@ def resolve_uri(tracking_uri: Optional[str]) -> str:
     return uri
 
 
+class TrackingUnavailable(ConfigError):
+    """The tracking store cannot be reached or written: say so before any training time is spent."""
+
+
+def check_store(tracking_uri: Optional[str], timeout: float = 5.0) -> str:
+    """Fail fast, naming the URI, when the store is unreachable (a server that does not answer
+    within ``timeout`` seconds; MLflow's own client would retry for minutes) or not writable
+    (a SQLite file or ``mlruns`` folder on a read-only path). Returns the resolved URI."""
+    import tempfile
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlparse
+
+    uri = resolve_uri(tracking_uri)
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        except urllib.error.HTTPError:
+            pass  # it answered: reachable (a proxy or an older server without /health)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingUnavailable(
+                f"cannot reach the MLflow tracking server at {uri}: {reason}. Start it (mlflow server ...) or set "
+                f"logger.tracking_uri to a reachable store (or logger=none to track nothing)") from exc
+        return uri
+    if scheme == "sqlite":
+        target = Path(uri[len("sqlite:///"):])
+    elif scheme in ("", "file"):
+        target = Path(urlparse(uri).path if scheme == "file" else uri)
+    else:
+        return uri  # databases and other stores: MLflow reports their errors itself
+    problem = None
+    try:
+        if target.is_file():
+            with open(target, "r+b"):
+                pass
+        else:
+            folder = target.parent if scheme == "sqlite" else target
+            while not folder.exists():
+                folder = folder.parent
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    if problem:
+        raise TrackingUnavailable(f"the MLflow tracking store {uri} is not writable: {problem}. Set "
+                                  f"logger.tracking_uri (or MLFLOW_TRACKING_URI) to a writable place")
+    return uri
+
+
+def checkpoint_of(run_id: str, tracking_uri: Optional[str]) -> Optional[str]:
+    """The checkpoint path a run recorded (its ``checkpoint`` tag)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_uri(tracking_uri)
+    try:
+        run = MlflowClient(uri).get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(f"resume={run_id}: no such MLflow run in {uri}") from exc
+    return run.data.tags.get("checkpoint")
+
+
 def start_sweep(*, tracking_uri: Optional[str], experiment: str, name: str, tags: Mapping[str, Any]) -> str:
     """Create the store (once, here: MLflow's schema migration races when parallel jobs
     create a new SQLite file together), the experiment and the sweep's parent run; publish
     them to the jobs through the environment. Returns the parent run id."""
     from mlflow import MlflowClient
 
-    uri = resolve_uri(tracking_uri)
+    uri = check_store(tracking_uri)
     parent = _create_run(MlflowClient(uri), experiment, name, {"sweep": "parent", **tags})
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment, ENV_PARENT: parent})
     log.info("sweep parent run %s in experiment %r at %s", parent, experiment, uri)
@@ -218,8 +284,8 @@ def _flush(uri: str) -> None:
 
 @contextmanager
 def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, tags: Mapping[str, Any],
-                config: Mapping[str, Any], config_yaml: str) -> Iterator[Run]:
-    """Create an MLflow run and guarantee it ends with a final status."""
+                config: Mapping[str, Any], config_yaml: str, resume_run_id: Optional[str] = None) -> Iterator[Run]:
+    """Create an MLflow run (or reopen ``resume_run_id``) and guarantee it ends with a final status."""
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
@@ -227,7 +293,17 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
     experiment = os.environ.get(ENV_EXPERIMENT, experiment)  # a sweep keeps its runs together
     client = MlflowClient(uri)
     parent = {"mlflow.parentRunId": os.environ[ENV_PARENT]} if os.environ.get(ENV_PARENT) else {}
-    run_id = _create_run(client, experiment, run_name, {**tags, **parent})
+    if resume_run_id:
+        run_id = resume_run_id
+        before = client.get_run(run_id)
+        experiment = client.get_experiment(before.info.experiment_id).name
+        client.update_run(run_id, status="RUNNING")
+        if "error" in before.data.tags:
+            client.delete_tag(run_id, "error")
+        set_tags(client, run_id, {"resumed": int(before.data.tags.get("resumed", 0)) + 1,
+                                  "resumed_after": before.info.status})
+    else:
+        run_id = _create_run(client, experiment, run_name, {**tags, **parent})
     log.info("MLflow run %s (%s) in experiment %r at %s", run_name, run_id, experiment, uri)
 
     previous = signal.getsignal(signal.SIGTERM)
@@ -245,9 +321,10 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
     run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
                                                     synchronous=False))
     try:
-        params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
-        for i in range(0, len(params), 100):
-            client.log_batch(run_id, params=params[i:i + 100])
+        if not resume_run_id:  # params are immutable: a resumed run keeps its own
+            params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
+            for i in range(0, len(params), 100):
+                client.log_batch(run_id, params=params[i:i + 100])
         client.log_text(run_id, config_yaml, "config.yaml")
         yield run
     except BaseException as exc:

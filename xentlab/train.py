@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from xentlab import compat, losses, models, tasks
+from xentlab import checkpoints, compat, losses, models, tasks
 from xentlab.config import ConfigError, validate
 from xentlab.data import DeviceData
 from xentlab.metrics import available
@@ -59,16 +59,19 @@ class EpochSummary(Callback):
     """One line per epoch, also where progress bars are off (sweeps, CI logs)."""
 
     def on_train_start(self, trainer, pl_module) -> None:
-        log.info("training started: %d steps per epoch on %s", trainer.num_training_batches,
-                 trainer.strategy.root_device)
+        if trainer.is_global_zero:
+            log.info("training started: %d steps per epoch on %s%s", trainer.num_training_batches,
+                     trainer.strategy.root_device, f" x {trainer.world_size} processes" if trainer.world_size > 1 else "")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:  # DDP: one line per epoch, from rank 0
+            return
         m = dict(trainer.callback_metrics)
         if getattr(pl_module, "epoch_loss", None) and pl_module.epoch_loss() is not None and not getattr(
-                pl_module, "seeds", None):
+                pl_module, "seeds", None) and trainer.world_size == 1:
             m["train/loss"] = pl_module.epoch_loss()
         shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.startswith(("train/loss", "val/"))
                          and not k.endswith("_step"))
@@ -97,6 +100,16 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
         log.warning("questionable combination: activation=%s loss=%s on %s: %s",
                     p.activation, p.loss, p.task.name, p.cell.reason)
     seeds = list(cfg.seeds) if cfg.seeds else [cfg.seed]
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    tracking_on = cfg.logger.name != "none" and _rank() == 0
+    if tracking_on:
+        from xentlab import tracking
+
+        tracking.check_store(cfg.logger.tracking_uri)  # fail fast, before any data or training time
+    resume = checkpoints.load(cfg.resume, container, _checkpoint_finder(cfg)) if cfg.resume else None
+    if resume:
+        log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
+                 f", logging into MLflow run {resume.run_id}" if resume.run_id and tracking_on else "")
     pl.seed_everything(seeds[0], workers=False, verbose=False)
 
     splits = p.task.build(cfg.task, cfg.data)
@@ -126,11 +139,15 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
         module = Classifier(torch.compile(nets[0]) if cfg.trainer.compile else nets[0], **common)
         data = DeviceData(splits, targets["train"], targets["val"], targets["test"], seed=cfg.seed, **batch_sizes)
     run_names = {s: cfg.logger.run_name or f"{p.task.name}-{p.activation}-{p.loss}-s{s}" for s in seeds}
-    if cfg.logger.name == "none":
-        metrics = _fit_and_test(cfg, module, data, output_dir, logger=False, extra_callbacks=list(callbacks))
+    ckpt_path = str(resume.path) if resume else None
+    if not tracking_on:
+        record = checkpoints.RunRecord(container, resume.run_id if resume else None)
+        metrics = _fit_and_test(cfg, module, data, output_dir, logger=False, ckpt_path=ckpt_path,
+                                extra_callbacks=[record, *callbacks])
         ids = {s: None for s in seeds}
     else:
-        metrics, ids = _tracked(cfg, p, module, data, output_dir, callbacks, seeds, run_names)
+        metrics, ids = _tracked(cfg, p, module, data, output_dir, callbacks, seeds, run_names,
+                                container=container, resume=resume)
     if not cfg.seeds:
         return {"run_name": p.run_name, "run_id": ids[seeds[0]], "combination_status": p.cell.status.value,
                 "metrics": metrics}
@@ -140,8 +157,27 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
     return {"runs": runs, "combination_status": p.cell.status.value}
 
 
-def _tracked(cfg, p: Plan, module, data, output_dir, callbacks, seeds, run_names):
-    """Fit and test inside one MLflow run per seed; each ends FINISHED, FAILED or KILLED."""
+def _rank() -> int:
+    """This process's rank: 0 but in the extra processes of a DDP run (they track nothing)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0)
+
+
+def _checkpoint_finder(cfg):
+    def find(run_id: str) -> Optional[str]:
+        if cfg.logger.name == "none":
+            raise ConfigError(f"resume={run_id} names an MLflow run, but logger=none; give the checkpoint's path")
+        from xentlab import tracking
+
+        return tracking.checkpoint_of(run_id, cfg.logger.tracking_uri)
+    return find
+
+
+def _tracked(cfg, p: Plan, module, data, output_dir, callbacks, seeds, run_names, *, container,
+             resume: Optional[checkpoints.Resume]):
+    """Fit and test inside one MLflow run per seed; each ends FINISHED, FAILED or KILLED.
+    A resumed run goes on in its own MLflow run."""
     from contextlib import ExitStack
 
     from xentlab import tracking
@@ -160,7 +196,10 @@ def _tracked(cfg, p: Plan, module, data, output_dir, callbacks, seeds, run_names
             runs[s] = stack.enter_context(tracking.tracked_run(
                 tracking_uri=cfg.logger.tracking_uri, experiment=cfg.logger.experiment, run_name=run_names[s],
                 tags={**tags, "seed": s, **extra}, config=OmegaConf.to_container(one, resolve=True, enum_to_str=True),
-                config_yaml=OmegaConf.to_yaml(one, resolve=True)))
+                config_yaml=OmegaConf.to_yaml(one, resolve=True), resume_run_id=resume.run_id if resume else None))
+        if cfg.trainer.checkpoint:
+            for r in runs.values():
+                r.set_tags({"checkpoint": str(_checkpoint_dir(output_dir) / checkpoints.LAST)})
         logger = (tracking.SeedRoutingLogger({s: r.logger for s, r in runs.items()}) if cfg.seeds
                   else runs[seeds[0]].logger)
 
@@ -168,20 +207,28 @@ def _tracked(cfg, p: Plan, module, data, output_dir, callbacks, seeds, run_names
             for r in runs.values():
                 r.set_tags(device_tags)
 
+        record = checkpoints.RunRecord(container, runs[seeds[0]].run_id if not cfg.seeds else None)
         metrics = _fit_and_test(cfg, module, data, output_dir, logger=logger, on_device=on_device,
-                                extra_callbacks=[*(r.recorder for r in runs.values()), *callbacks])
+                                ckpt_path=str(resume.path) if resume else None,
+                                extra_callbacks=[record, *(r.recorder for r in runs.values()), *callbacks])
         return metrics, {s: r.run_id for s, r in runs.items()}
 
 
-def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_device=None) -> dict[str, float]:
+def _checkpoint_dir(output_dir: Optional[str]) -> Path:
+    return (Path(output_dir or ".") / "checkpoints").resolve()
+
+
+def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_device=None,
+                  ckpt_path: Optional[str] = None) -> dict[str, float]:
     t = cfg.trainer
     callbacks: list[Callback] = [EpochSummary(), *extra_callbacks]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.checkpoint:
-        callbacks.append(ModelCheckpoint(dirpath=Path(output_dir or ".") / "checkpoints", save_last=True))
+        callbacks.append(ModelCheckpoint(dirpath=_checkpoint_dir(output_dir), save_last=True))
     trainer = pl.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, precision=t.precision,
+        strategy=t.strategy,
         logger=logger, callbacks=callbacks, enable_progress_bar=t.progress_bar,
         enable_checkpointing=t.checkpoint, log_every_n_steps=t.log_every_n_steps,
         num_sanity_val_steps=0, deterministic=t.deterministic, default_root_dir=output_dir,
@@ -195,7 +242,7 @@ def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         on_device({"device": str(device), "device_name": name})
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
     final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
     (results,) = trainer.test(module, datamodule=data, verbose=True)

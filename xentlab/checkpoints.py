@@ -1,0 +1,95 @@
+"""Checkpoints that can be resumed: ``python run.py ... resume=<MLflow run id | path>``.
+
+Every checkpoint carries, besides Lightning's own state (weights, optimizer, epoch, the
+data order's generator), the run's resolved config and its MLflow run id. Resuming loads
+the last end-of-epoch checkpoint, refuses a command whose experiment differs from the
+checkpoint's (another loss, seed, model …: that would be a different run, not a resumed
+one), and hands the run id back so metrics keep flowing into the same MLflow run.
+Knows nothing of MLflow itself: a run id is turned into a path by a function it is given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from xentlab.config import ConfigError
+
+KEY = "xentlab"
+LAST = "last.ckpt"
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# What defines the experiment; anything else (epochs, logging, progress bar) may change on resume.
+SAME = ("task", "activation", "loss", "model", "optimizer", "seed", "seeds", "data.batch_size", "data.subset",
+        "data.val_size", "trainer.compile", "trainer.precision")
+
+
+class RunRecord(Callback):
+    """Writes the run's config and MLflow run id into every checkpoint."""
+
+    def __init__(self, config: Mapping[str, Any], run_id: Optional[str]):
+        self.record = {"config": dict(config), "run_id": run_id}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[KEY] = self.record
+
+
+@dataclass(frozen=True)
+class Resume:
+    path: Path
+    config: dict
+    run_id: Optional[str]
+    epochs_done: int
+
+
+def locate(resume: str, checkpoint_of_run: Callable[[str], Optional[str]]) -> Path:
+    """A checkpoint file, a run's output directory (its ``checkpoints/last.ckpt``), or an
+    MLflow run id (its ``checkpoint`` tag)."""
+    path = Path(resume).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / LAST, path / LAST):
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(f"resume={resume}: no {LAST} in that directory or its checkpoints/ folder")
+    if RUN_ID.match(resume):
+        found = checkpoint_of_run(resume)
+        if not found:
+            raise ConfigError(f"resume={resume}: that MLflow run has no checkpoint tag "
+                              f"(it ran with trainer.checkpoint=false or logger=none)")
+        if not Path(found).is_file():
+            raise ConfigError(f"resume={resume}: its checkpoint {found} is gone (was the run's output "
+                              f"directory deleted?)")
+        return Path(found)
+    raise ConfigError(f"resume={resume!r} is neither a checkpoint file, a run directory nor an MLflow run id "
+                      f"(32 hex characters)")
+
+
+def load(resume: str, config: Mapping[str, Any], checkpoint_of_run: Callable[[str], Optional[str]]) -> Resume:
+    """Find and read the checkpoint; raise ConfigError unless ``config`` describes the same experiment."""
+    path = locate(resume, checkpoint_of_run)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"resume={resume}: cannot read checkpoint {path}: {exc}") from exc
+    record = state.get(KEY)
+    if record is None:
+        raise ConfigError(f"resume={resume}: {path} is not a xentlab checkpoint (no run record in it)")
+    differences = [f"{key}: checkpoint has {old!r}, this command has {new!r}"
+                   for key in SAME for old, new in [(_get(record["config"], key), _get(config, key))] if old != new]
+    if differences:
+        raise ConfigError(f"resume={resume}: the checkpoint belongs to a different experiment; "
+                          f"run with its settings. Differences: {'; '.join(differences)}")
+    return Resume(path, record["config"], record["run_id"], int(state.get("epoch", -1)) + 1)
+
+
+def _get(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
