@@ -48,6 +48,7 @@ class RunInfo:
     status: str
     metrics: dict[str, float]
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str] = None,
@@ -83,7 +84,8 @@ def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str]
             continue
         kind = t.get("task_kind", "multiclass")
         info = RunInfo(r.info.run_id, t["task"], kind, t.get("activation", "?"), t.get("loss", "?"),
-                       t.get("seed", "?"), t.get("combination_status", "?"), dict(r.data.metrics))
+                       t.get("seed", "?"), t.get("combination_status", "?"), dict(r.data.metrics),
+                       params=dict(r.data.params))
         for key in (f"val/{next(iter(COLUMNS[kind]))}", "val/nll"):
             if key in info.metrics:
                 info.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]

@@ -112,3 +112,22 @@ def test_each_task_and_loss_runs_and_reads_back(mnist_root, store, tmp_path, ove
     assert run.data.metrics[key] > chance
     if run.data.tags["activation"] == "none":
         assert "test/nll" not in run.data.metrics and "not probabilities" in run.data.tags["metrics_note"]
+
+
+def test_an_interrupt_swallowed_by_native_code_is_raised_again_at_the_next_batch(store):
+    import os
+
+    from xentlab import tracking
+
+    with pytest.raises(SystemExit) as stopped:
+        with tracking.tracked_run(tracking_uri=store, experiment="signals", run_name="r", tags={}, config={},
+                                  config_yaml="") as run:
+            try:  # stands in for native code that clears the KeyboardInterrupt it was handed
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+            run.recorder.on_train_batch_start(None, None, None, 0)
+    assert stopped.value.code == 130
+    (r,) = runs_in(store)[1]
+    assert r.info.status == "KILLED"

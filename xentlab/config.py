@@ -67,6 +67,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 128])
     hidden_activation: HiddenActivation = HiddenActivation.relu
     channels: list[int] = field(default_factory=lambda: [32, 64])
+    init_scale: float = 1.0  # multiplies the default initial weights
 
 
 @dataclass
@@ -174,6 +175,7 @@ def validate(cfg: Any) -> None:
                                           "seed's run by its id)"),
         (not (cfg.seeds and "ddp" in str(cfg.trainer.strategy)),
          "seeds=[...] batches seeds on one device; it does not combine with trainer.strategy=ddp"),
+        (cfg.model.init_scale > 0, f"model.init_scale must be > 0, got {cfg.model.init_scale}"),
         (all(h >= 1 for h in cfg.model.hidden), f"model.hidden sizes must be >= 1, got {list(cfg.model.hidden)}"),
     ]
     if isinstance(cfg.task, MosaicTaskConfig) or "max_digits" in cfg.task:

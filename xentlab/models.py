@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 HIDDEN_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -60,6 +61,14 @@ def cnn(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
 
 
 def build(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """The network with PyTorch's default initialisation, its weights times ``cfg.init_scale``
+    (large scales saturate the output activation: how losses cope with a bad start)."""
     if cfg.name not in MODELS:
         raise ValueError(f"unknown model {cfg.name!r}; valid choices are: {', '.join(MODELS)}")
-    return MODELS[cfg.name](cfg, tuple(input_shape), num_outputs)
+    net = MODELS[cfg.name](cfg, tuple(input_shape), num_outputs)
+    scale = getattr(cfg, "init_scale", 1.0)
+    if scale != 1.0:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(scale)
+    return net

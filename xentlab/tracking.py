@@ -85,13 +85,27 @@ class Terminated(BaseException):
 
 
 class _ExceptionRecorder(Callback):
-    """Lightning turns Ctrl-C into ``sys.exit(1)``; remember what really happened."""
+    """Lightning turns Ctrl-C into ``sys.exit(1)``; remember what really happened.
+
+    Also the backstop for signals: a KeyboardInterrupt raised while native code runs can be
+    swallowed there (seen at an epoch end: the run just went on), so the signal handlers
+    set ``pending`` as well, and the next batch raises it again."""
 
     def __init__(self) -> None:
         self.exception: Optional[BaseException] = None
+        self.pending: Optional[BaseException] = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.exception = exception
+        self.pending = None
+
+    def _raise_pending(self, *args, **kwargs) -> None:
+        if self.pending is not None:
+            log.warning("%s was swallowed while native code ran; raising it again", type(self.pending).__name__)
+            raise self.pending
+
+    on_train_batch_start = on_validation_batch_start = on_test_batch_start = _raise_pending
+    on_train_epoch_start = on_validation_epoch_start = _raise_pending
 
 
 class Run:
@@ -245,7 +259,8 @@ def start_sweep(*, tracking_uri: Optional[str], experiment: str, name: str, tags
     from mlflow import MlflowClient
 
     uri = check_store(tracking_uri)
-    parent = _create_run(MlflowClient(uri), experiment, name, {"sweep": "parent", **tags})
+    outer = {"mlflow.parentRunId": os.environ[ENV_PARENT]} if os.environ.get(ENV_PARENT) else {}  # e.g. claims.py
+    parent = _create_run(MlflowClient(uri), experiment, name, {"sweep": "parent", **tags, **outer})
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment, ENV_PARENT: parent})
     log.info("sweep parent run %s in experiment %r at %s", parent, experiment, uri)
     return parent
@@ -306,20 +321,23 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
         run_id = _create_run(client, experiment, run_name, {**tags, **parent})
     log.info("MLflow run %s (%s) in experiment %r at %s", run_name, run_id, experiment, uri)
 
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum, frame):
-        raise Terminated("SIGTERM")
-
-    in_main_thread = True
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        in_main_thread = False
     # Metrics are written by MLflow's background queue (synchronous=False) so training never
     # waits on the store; the queue is flushed before the run gets its final status.
     run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
                                                     synchronous=False))
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_signal(signum, frame):
+        run.recorder.pending = Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise run.recorder.pending
+
+    in_main_thread = True
+    try:
+        for sig, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job stays ignored
+                signal.signal(sig, on_signal)
+    except ValueError:  # not the main thread: leave signals alone
+        in_main_thread = False
     try:
         if not resume_run_id:  # params are immutable: a resumed run keeps its own
             params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
@@ -346,4 +364,5 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
         client.set_terminated(run_id, "FINISHED")
     finally:
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
