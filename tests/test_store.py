@@ -49,8 +49,9 @@ def read_only_dir(tmp_path):
     if os.geteuid() == 0:
         mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
                                  capture_output=True, text=True)
-        if mounted.returncode != 0:
-            pytest.fail(f"cannot mount a read-only tmpfs as root: {mounted.stderr}")
+        if mounted.returncode != 0:  # no mount privilege: sysfs refuses new files even to root
+            yield Path("/sys/kernel")
+            return
         yield path
         subprocess.run(["umount", str(path)], check=True)
     else:
