@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,12 @@ def mnist_root() -> Path:
 def store(tmp_path) -> str:
     """A brand-new SQLite MLflow store for one test."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def ctrl_c_enabled() -> None:
+    """``preexec_fn`` for a child that the test will Ctrl-C: a shell's background job (``cmd &``
+    without job control) starts with SIGINT ignored, and its children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_xentlab(*overrides: str, cwd: Path, timeout: float = 600, **popen) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_xentlab, runs_in
+from conftest import ROOT, ctrl_c_enabled, run_xentlab, runs_in
 
 TINY = ("data.subset=300", "data.val_size=500", "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
 TINY_MOSAICS = ("task.train_size=300", "task.test_size=300")
@@ -174,7 +174,7 @@ def test_ctrl_c_during_a_sweep_leaves_nothing_running(mnist_root, store, tmp_pat
            "trainer.progress_bar=false", f"data.root={mnist_root}", f"logger.tracking_uri={store}",
            f"hydra.sweep.dir={tmp_path}/multirun"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=ctrl_c_enabled)
     for line in proc.stdout:
         if "epoch 1/50" in line:
             break

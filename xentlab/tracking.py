@@ -85,27 +85,13 @@ class Terminated(BaseException):
 
 
 class _ExceptionRecorder(Callback):
-    """Lightning turns Ctrl-C into ``sys.exit(1)``; remember what really happened.
-
-    Also the backstop for signals: a KeyboardInterrupt raised while native code runs can be
-    swallowed there (seen at an epoch end: the run just went on), so the signal handlers
-    set ``pending`` as well, and the next batch raises it again."""
+    """Lightning turns Ctrl-C into ``sys.exit(1)``; remember what really happened."""
 
     def __init__(self) -> None:
         self.exception: Optional[BaseException] = None
-        self.pending: Optional[BaseException] = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.exception = exception
-        self.pending = None
-
-    def _raise_pending(self, *args, **kwargs) -> None:
-        if self.pending is not None:
-            log.warning("%s was swallowed while native code ran; raising it again", type(self.pending).__name__)
-            raise self.pending
-
-    on_train_batch_start = on_validation_batch_start = on_test_batch_start = _raise_pending
-    on_train_epoch_start = on_validation_epoch_start = _raise_pending
 
 
 class Run:
@@ -325,17 +311,14 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
     # waits on the store; the queue is flushed before the run gets its final status.
     run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
                                                     synchronous=False))
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = signal.getsignal(signal.SIGTERM)
 
-    def on_signal(signum, frame):
-        run.recorder.pending = Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
-        raise run.recorder.pending
+    def on_sigterm(signum, frame):
+        raise Terminated("SIGTERM")
 
     in_main_thread = True
     try:
-        for sig, handler in previous.items():
-            if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job stays ignored
-                signal.signal(sig, on_signal)
+        signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # not the main thread: leave signals alone
         in_main_thread = False
     try:
@@ -364,5 +347,4 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
         client.set_terminated(run_id, "FINISHED")
     finally:
         if in_main_thread:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            signal.signal(signal.SIGTERM, previous)
