@@ -73,6 +73,7 @@ def test_bad_resume_values_are_named(tmp_path, bad, message):
         checkpoints.load(str(value), CONFIG, no_run)
 
 
+@pytest.mark.slow
 def test_resume_with_seeds_is_refused_before_training(tmp_path):
     out = run_xentlab("seeds=[0,1]", "resume=" + "a" * 32, "logger=none", cwd=tmp_path)
     assert out.returncode == 2 and "resume works for one run at a time" in out.stderr

@@ -34,6 +34,7 @@ def test_unreachable_server_fails_fast_naming_the_uri(tmp_path):
     assert time.perf_counter() - start < 60  # MLflow's own client would retry for minutes
 
 
+@pytest.mark.slow
 def test_unreachable_server_stops_a_sweep_before_any_job(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
     out = run_xentlab("-m", "task=binary", "loss=bce,mse", f"logger.tracking_uri={uri}", cwd=tmp_path)
@@ -60,6 +61,7 @@ def read_only_dir(tmp_path):
         path.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_store_on_a_read_only_path_fails_before_training(read_only_dir, tmp_path):
     uri = f"sqlite:///{read_only_dir / 'mlflow.db'}"
     out = run_xentlab("task=binary", f"logger.tracking_uri={uri}", cwd=tmp_path)
