@@ -171,8 +171,8 @@ def validate(cfg: Any) -> None:
          f"seeds must be distinct non-negative integers, got {cfg.seeds}"),
         (not (cfg.trainer.compile and cfg.seeds),
          "trainer.compile=true works with one seed at a time; drop seeds=[...] or the compile flag"),
-        (not (cfg.resume and cfg.seeds), "resume works for one run at a time; drop seeds=[...] (resume each "
-                                          "seed's run by its id)"),
+        (not (cfg.resume and cfg.seeds), "resume works for one run at a time; seed-batched runs (seeds=[...]) "
+                                          "cannot be resumed"),
         (not (cfg.seeds and "ddp" in str(cfg.trainer.strategy)),
          "seeds=[...] batches seeds on one device; it does not combine with trainer.strategy=ddp"),
         (cfg.model.init_scale > 0, f"model.init_scale must be > 0, got {cfg.model.init_scale}"),
