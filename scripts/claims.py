@@ -539,11 +539,9 @@ def main(argv: Optional[list[str]] = None) -> list[Claim]:
     ap.add_argument("--sweeps-dir", default="multirun/claims", help="Hydra output folders of the sweeps")
     a = ap.parse_args(argv)
     scale = QUICK if a.quick else FULL
-    import mlflow
+    from xentlab import tracking
 
-    uri = a.tracking_uri or mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    uri = tracking.check_store(a.tracking_uri)  # resolved, created once under its lock
     start = time.perf_counter()
 
     def log(msg: str) -> None:

@@ -233,10 +233,9 @@ def compare(*, tracking_uri: Optional[str] = None, experiment: Optional[str] = N
             filter_string: str = "", out: Optional[Path] = None, targets: Optional[dict[str, float]] = None,
             attach: bool = True) -> dict[str, Any]:
     """Build the report; returns the tables. Attaches it to the sweep's parent run if there is one."""
-    import mlflow
-    from mlflow import MlflowClient
+    from xentlab import tracking
 
-    client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+    client = tracking.client(tracking_uri)
     runs = load_runs(client, experiment=experiment, parent=parent, filter_string=filter_string)
     if not runs:
         raise SystemExit("compare: no finished runs match; check --experiment/--parent/--filter and the store")

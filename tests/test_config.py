@@ -71,6 +71,9 @@ def test_typos_and_wrong_types_fail_at_startup(override, match):
     (["task=multilabel", "loss=sparse_cce"], "several tags cannot be one integer.*with loss=sparse_cce: no activation works; with activation=softmax: loss=bce"),
     (["activation=none", "loss=bce"], "not probabilities.*use sigmoid.*activation=sigmoid \\(questionable\\), softmax \\(valid\\)"),
     (["task=binary", "activation=sigmoid", "loss=cce"], "constant loss, zero gradient"),
+    (["resume=auto", "logger=none"], "resume=auto finds the earlier run in MLflow, so it needs logger=mlflow"),
+    (["resume=auto", "trainer=ddp"], "resume=auto works with one process per run"),
+    (["logger.stale_after=0"], "logger.stale_after must be > 0 seconds, got 0"),
 ])
 def test_bad_values_fail_before_training_with_one_clear_line(overrides, match):
     with pytest.raises(ConfigError, match=match) as err:

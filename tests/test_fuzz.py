@@ -32,7 +32,7 @@ CHOICES = {
     "model.hidden_activation": (["relu", "tanh"], ["gelu"]),
     "trainer.compile": (["false"], ["maybe"]),
     "trainer.log_every_n_steps": (["1"], ["0"]),
-    "resume": (["null"], ["no/such/checkpoint"]),
+    "resume": (["null", "auto"], ["no/such/checkpoint"]),
     "logger": (["none", "mlflow"], ["wandb"]),
 }
 SIZE = {  # not in the subprocess pool: there the data stays tiny

@@ -38,6 +38,12 @@ class RunRecord(Callback):
         checkpoint[KEY] = self.record
 
 
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that make two runs the same experiment, by dotted name (``resume=auto`` looks
+    for an earlier MLflow run whose params match them)."""
+    return {key: _get(config, key) for key in SAME}
+
+
 @dataclass(frozen=True)
 class Resume:
     path: Path

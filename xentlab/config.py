@@ -107,6 +107,7 @@ class LoggerConfig:
     tracking_uri: Optional[str] = None
     experiment: str = "xentlab-${task.name}"
     run_name: Optional[str] = None
+    stale_after: float = 600.0  # seconds without a heartbeat before a RUNNING run on another host is stale
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Config:
     seed: int = 0
     seeds: Optional[list[int]] = None  # train these seeds together as one batched model
     optimized_metric: Optional[str] = None  # what run.py returns to a hyperparameter sweeper
-    resume: Optional[str] = None  # an MLflow run id, a checkpoint file or a run's output directory
+    resume: Optional[str] = None  # auto, an MLflow run id, a checkpoint file or a run's output directory
 
 
 def register() -> None:
@@ -173,6 +174,12 @@ def validate(cfg: Any) -> None:
          "trainer.compile=true works with one seed at a time; drop seeds=[...] or the compile flag"),
         (not (cfg.resume and cfg.seeds), "resume works for one run at a time; seed-batched runs (seeds=[...]) "
                                           "cannot be resumed"),
+        (not (cfg.resume == "auto" and cfg.logger.name == "none"),
+         "resume=auto finds the earlier run in MLflow, so it needs logger=mlflow; with logger=none give "
+         "resume=<checkpoint file or run directory>"),
+        (not (cfg.resume == "auto" and "ddp" in str(cfg.trainer.strategy)),
+         "resume=auto works with one process per run; with trainer=ddp give resume=<MLflow run id or checkpoint>"),
+        (cfg.logger.stale_after > 0, f"logger.stale_after must be > 0 seconds, got {cfg.logger.stale_after}"),
         (not (cfg.seeds and "ddp" in str(cfg.trainer.strategy)),
          "seeds=[...] batches seeds on one device; it does not combine with trainer.strategy=ddp"),
         (cfg.model.init_scale > 0, f"model.init_scale must be > 0, got {cfg.model.init_scale}"),

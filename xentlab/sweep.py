@@ -44,6 +44,9 @@ def summarize(records: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
     """(machine-readable summary, human-readable text) of a sweep's job records."""
     counts = {s: sum(r["status"] == s for r in records) for s in ("ran", "skipped", "failed")}
     lines = [f"xentlab sweep: {counts['ran']} ran, {counts['skipped']} skipped, {counts['failed']} failed"]
+    done = sum(bool(r.get("already_done")) for r in records)
+    if done:
+        lines.append(f"({done} of those ran earlier: resume=auto found them FINISHED and trained nothing)")
     shared = set.intersection(*(set(r.get("overrides", [])) for r in records)) if len(records) > 1 else set()
     for status in ("skipped", "failed"):
         chosen = [r for r in records if r["status"] == status]
@@ -77,6 +80,7 @@ class SweepCallback(Callback):
             self.parent = tracking.start_sweep(
                 tracking_uri=config.logger.tracking_uri, experiment=config.logger.experiment,
                 name=f"sweep {Path(config.hydra.sweep.dir).name}", tags={"sweep_overrides": overrides[:5000]},
+                resume=config.get("resume") == "auto", stale_after=config.logger.stale_after,
             )
         except tracking.TrackingUnavailable as exc:  # no job could log anywhere: stop before the first
             print(f"xentlab: error: {exc}", file=sys.stderr, flush=True)

@@ -3,7 +3,9 @@
 :func:`tracked_run` owns a run's life: it creates the run with its tags, params and the
 resolved config, hands Lightning a logger bound to it, and always ends it with a final
 status: FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C, SIGTERM). A run
-is never left RUNNING by a crash of ours.
+is never left RUNNING by a crash of ours. What no handler sees (``kill -9``, the
+out-of-memory killer, a lost node) is caught afterwards: every run records its host, process
+id and a heartbeat, and :func:`stale_runs` finds the RUNNING runs that can no longer be alive.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
@@ -32,8 +37,11 @@ class EpochStepMLFlowLogger(MLFlowLogger):
     Lightning logs everything against the global step and names on-epoch aggregates
     ``<key>_epoch``; here ``train/loss_step`` keeps the global step (a curve inside each
     epoch) and every other metric is logged under its plain name with step = epoch, so
-    runs with different batch sizes line up in the MLflow UI. The run's final status is
-    set by :func:`tracked_run`, not by Lightning.
+    runs with different batch sizes line up in the MLflow UI. Step points go through
+    MLflow's background queue; epoch values are written before the call returns, so a
+    process killed outright (``kill -9``) never leaves a checkpoint of an epoch whose
+    validation metrics the store lacks. The run's final status is set by
+    :func:`tracked_run`, not by Lightning.
     """
 
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
@@ -43,8 +51,12 @@ class EpochStepMLFlowLogger(MLFlowLogger):
         per_epoch = {k.removesuffix("_epoch"): v for k, v in metrics.items() if k not in per_step}
         if per_step:
             super().log_metrics(per_step, step)
-        if per_epoch:
-            super().log_metrics(per_epoch, int(epoch) if epoch is not None else step)
+        if per_epoch:  # a few values an epoch, written at once: in the store before the epoch's checkpoint
+            queued, self._log_batch_kwargs = self._log_batch_kwargs, {"synchronous": True}
+            try:
+                super().log_metrics(per_epoch, int(epoch) if epoch is not None else step)
+            finally:
+                self._log_batch_kwargs = queued
 
     def finalize(self, status: str = "success") -> None:
         pass
@@ -94,10 +106,37 @@ class _ExceptionRecorder(Callback):
         self.exception = exception
 
 
+class Heartbeat(Callback):
+    """Refreshes the ``heartbeat`` tag of a run (and of its sweep's parent) at the end of every
+    epoch and every ``every`` seconds within a long one, so that a run whose process died on
+    another host can be told from a live one (:func:`stale_reason`)."""
+
+    def __init__(self, client, run_ids: list[str], every: float = 60.0):
+        self.client, self.run_ids, self.every = client, run_ids, every
+        self._next = time.monotonic() + every
+
+    def beat(self) -> None:
+        from mlflow.entities import RunTag
+
+        now = RunTag("heartbeat", f"{time.time():.0f}")
+        for run_id in self.run_ids:  # queued like the metrics: training never waits on the store
+            self.client.log_batch(run_id, tags=[now], synchronous=False)
+        self._next = time.monotonic() + self.every
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        if time.monotonic() >= self._next:
+            self.beat()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.beat()
+
+
 class Run:
     def __init__(self, client, run_id: str, logger: EpochStepMLFlowLogger):
         self.client, self.run_id, self.logger = client, run_id, logger
         self.recorder = _ExceptionRecorder()
+        parent = os.environ.get(ENV_PARENT)
+        self.heartbeat = Heartbeat(client, [run_id, parent] if parent else [run_id])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         set_tags(self.client, self.run_id, tags)
@@ -109,9 +148,14 @@ def set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def process_tags() -> dict[str, str]:
+    """Who runs a run: a RUNNING run whose process is gone can then be found and ended."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "heartbeat": f"{time.time():.0f}"}
+
+
 def _create_run(client, experiment: str, name: str, tags: Mapping[str, Any]) -> str:
-    """A new run in ``experiment`` (created if needed), tagged with the code's git commit."""
-    all_tags = {"mlflow.source.git.commit": git_commit(), **tags}
+    """A new run in ``experiment`` (created if needed), tagged with the code's git commit and its process."""
+    all_tags = {"mlflow.source.git.commit": git_commit(), **process_tags(), **tags}
     return client.create_run(_experiment_id(client, experiment), run_name=name,
                              tags={k: str(v) for k, v in all_tags.items()}).info.run_id
 
@@ -222,7 +266,44 @@ def check_store(tracking_uri: Optional[str], timeout: float = 5.0) -> str:
     if problem:
         raise TrackingUnavailable(f"the MLflow tracking store {uri} is not writable: {problem}. Set "
                                   f"logger.tracking_uri (or MLFLOW_TRACKING_URI) to a writable place")
+    _open(uri, target if scheme == "sqlite" else None)
     return uri
+
+
+def _open(uri: str, database: Optional[Path]) -> None:
+    """Create or migrate the store once. MLflow's schema migration races when several processes
+    open a new SQLite file together (``duplicate column name: step``), so it runs under a lock
+    file beside the database; a store MLflow cannot open is named in one line."""
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(f"{database}.lock", timeout=300) if database is not None else nullcontext():
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise TrackingUnavailable(f"MLflow cannot open the tracking store {uri}: {first}") from exc
+
+
+def client(tracking_uri: Optional[str] = None):
+    """An MlflowClient on a store checked and created as :func:`check_store` does (for scripts)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(check_store(tracking_uri))
+
+
+def experiment_ids(client, name: Optional[str] = None) -> list[str]:
+    """The named experiment's id (ConfigError listing the others if there is none), or all ids."""
+    experiments = client.search_experiments()
+    if name is None:
+        return [e.experiment_id for e in experiments]
+    for e in experiments:
+        if e.name == name:
+            return [e.experiment_id]
+    raise ConfigError(f"no experiment {name!r} in this store; experiments: "
+                      f"{', '.join(e.name for e in experiments) or 'none'}")
 
 
 def checkpoint_of(run_id: str, tracking_uri: Optional[str]) -> Optional[str]:
@@ -238,18 +319,150 @@ def checkpoint_of(run_id: str, tracking_uri: Optional[str]) -> Optional[str]:
     return run.data.tags.get("checkpoint")
 
 
-def start_sweep(*, tracking_uri: Optional[str], experiment: str, name: str, tags: Mapping[str, Any]) -> str:
-    """Create the store (once, here: MLflow's schema migration races when parallel jobs
-    create a new SQLite file together), the experiment and the sweep's parent run; publish
-    them to the jobs through the environment. Returns the parent run id."""
+def start_sweep(*, tracking_uri: Optional[str], experiment: str, name: str, tags: Mapping[str, Any],
+                resume: bool = False, stale_after: float = 600.0) -> str:
+    """Create the store (once, here, before any job), the experiment and the sweep's parent run;
+    publish them to the jobs through the environment. Stale runs of the experiment are ended
+    KILLED first. With ``resume`` the parent of the earlier sweep with the same overrides (``resume=``
+    aside) is reopened, so a continued sweep stays one sweep. Returns the parent run id."""
     from mlflow import MlflowClient
 
     uri = check_store(tracking_uri)
+    client = MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment)
+    end_stale(client, stale_runs(client, [experiment_id], stale_after), by="the start of a sweep")
     outer = {"mlflow.parentRunId": os.environ[ENV_PARENT]} if os.environ.get(ENV_PARENT) else {}  # e.g. claims.py
-    parent = _create_run(MlflowClient(uri), experiment, name, {"sweep": "parent", **tags, **outer})
+    parent = _earlier_sweep(client, experiment_id, str(tags.get("sweep_overrides", ""))) if resume else None
+    if parent is None:
+        parent = _create_run(client, experiment, name, {"sweep": "parent", **tags, **outer})
+    else:
+        _reopen(client, parent)
+        log.info("continuing sweep: parent run %s", parent)
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment, ENV_PARENT: parent})
     log.info("sweep parent run %s in experiment %r at %s", parent, experiment, uri)
     return parent
+
+
+def _sweep_key(overrides: str) -> list[str]:
+    return sorted(o for o in overrides.split() if not o.startswith("resume="))
+
+
+def _earlier_sweep(client, experiment_id: str, overrides: str) -> Optional[str]:
+    """The newest ended parent run of a sweep with the same overrides (``resume=`` aside)."""
+    for run in _search(client, [experiment_id], "tags.sweep = 'parent' and attributes.status != 'RUNNING'"):
+        if _sweep_key(run.data.tags.get("sweep_overrides", "")) == _sweep_key(overrides):
+            return run.info.run_id
+    return None
+
+
+def _reopen(client, run_id: str, parent: Optional[str] = None) -> None:
+    """Mark an ended run RUNNING again, in this process, counting how often that happened."""
+    before = client.get_run(run_id)
+    client.update_run(run_id, status="RUNNING")
+    if "error" in before.data.tags:
+        client.delete_tag(run_id, "error")
+    set_tags(client, run_id, {"resumed": int(before.data.tags.get("resumed", 0)) + 1,
+                              "resumed_after": before.info.status, **process_tags(),
+                              **({"mlflow.parentRunId": parent} if parent else {})})
+
+
+def _search(client, experiment_ids: list[str], filter_string: str = "") -> list:
+    """Every run that matches, newest first, across MLflow's result pages."""
+    found, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time DESC"])
+        found += page
+        token = page.token
+        if not token:
+            return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:  # a zombie has died; only its parent has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_reason(run, stale_after: float, now: Optional[float] = None) -> Optional[str]:
+    """Why a RUNNING run cannot be alive any more, or None. On this host: its process is gone.
+    On another host (or with no host recorded): no heartbeat for ``stale_after`` seconds (a run
+    from before heartbeats counts from its start)."""
+    if run.info.status != "RUNNING":
+        return None
+    tags = run.data.tags
+    if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit():
+        return None if _alive(int(tags["pid"])) else f"its process {tags['pid']} on {tags['host']} is gone"
+    last = float(tags["heartbeat"]) if tags.get("heartbeat") else run.info.start_time / 1000
+    silent = (time.time() if now is None else now) - last
+    return f"no heartbeat for {silent:.0f} s (stale after {stale_after:g} s)" if silent > stale_after else None
+
+
+def stale_runs(client, experiment_ids: list[str], stale_after: float) -> list[tuple[Any, str]]:
+    """(run, reason) for every RUNNING run of these experiments that cannot be alive."""
+    running = _search(client, experiment_ids, "attributes.status = 'RUNNING'")
+    return [(run, why) for run in running if (why := stale_reason(run, stale_after))]
+
+
+def end_stale(client, found: list[tuple[Any, str]], by: str) -> None:
+    """End stale runs KILLED, with the reason in their ``error`` tag."""
+    for run, why in found:
+        set_tags(client, run.info.run_id, {"error": f"stale: {why}; ended KILLED by {by}"})
+        client.set_terminated(run.info.run_id, "KILLED")
+        log.warning("ended stale MLflow run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, why)
+
+
+@dataclass(frozen=True)
+class Previous:
+    """An earlier run of the same configuration, as ``resume=auto`` found it."""
+
+    run_id: str
+    status: str
+    checkpoint: Optional[str]  # its last checkpoint, if the file is still there
+    metrics: dict[str, float]
+
+
+def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping[str, Any],
+                 stale_after: float) -> Optional[Previous]:
+    """``resume=auto``: the run of ``experiment`` whose params equal ``identity`` (nested, as in
+    the config). A FINISHED one wins; else the newest KILLED or FAILED one, a stale RUNNING one
+    being ended KILLED first. A RUNNING one that may be alive is refused: another process is
+    training this configuration now."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_uri(tracking_uri))
+    exp = client.get_experiment_by_name(os.environ.get(ENV_EXPERIMENT, experiment))
+    if exp is None:
+        return None
+    want = {k: str(v)[:6000] for k, v in flatten(identity).items()}
+    narrow = f"params.seed = '{want['seed']}'" if "seed" in want else ""
+    mine = [r for r in _search(client, [exp.experiment_id], narrow)
+            if all(r.data.params.get(k) == v for k, v in want.items())]
+    for run in mine:
+        if run.info.status == "FINISHED":
+            return Previous(run.info.run_id, "FINISHED", None, dict(run.data.metrics))
+    for run in mine:
+        if run.info.status == "RUNNING":
+            why = stale_reason(run, stale_after)
+            if why is None:
+                tags = run.data.tags
+                raise ConfigError(f"resume=auto: MLflow run {run.info.run_id} of this configuration is still "
+                                  f"RUNNING (process {tags.get('pid', '?')} on {tags.get('host', '?')}); let it "
+                                  f"finish, or end it with scripts/stale.py --end if it is not running any more")
+            end_stale(client, [(run, why)], by="resume=auto")
+    ended = [r for r in mine if r.info.status in ("RUNNING", "KILLED", "FAILED")]
+    for run in ended:
+        ckpt = run.data.tags.get("checkpoint")
+        if ckpt and Path(ckpt).is_file():
+            return Previous(run.info.run_id, client.get_run(run.info.run_id).info.status, ckpt, {})
+    return None
 
 
 def end_sweep(parent: str, *, status: str, summary: Mapping[str, Any], report_md: str) -> None:
@@ -296,19 +509,14 @@ def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, 
     parent = {"mlflow.parentRunId": os.environ[ENV_PARENT]} if os.environ.get(ENV_PARENT) else {}
     if resume_run_id:
         run_id = resume_run_id
-        before = client.get_run(run_id)
-        experiment = client.get_experiment(before.info.experiment_id).name
-        client.update_run(run_id, status="RUNNING")
-        if "error" in before.data.tags:
-            client.delete_tag(run_id, "error")
-        set_tags(client, run_id, {"resumed": int(before.data.tags.get("resumed", 0)) + 1,
-                                  "resumed_after": before.info.status})
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+        _reopen(client, run_id, parent=os.environ.get(ENV_PARENT))  # a continued sweep adopts it
     else:
         run_id = _create_run(client, experiment, run_name, {**tags, **parent})
     log.info("MLflow run %s (%s) in experiment %r at %s", run_name, run_id, experiment, uri)
 
-    # Metrics are written by MLflow's background queue (synchronous=False) so training never
-    # waits on the store; the queue is flushed before the run gets its final status.
+    # Step metrics go through MLflow's background queue (synchronous=False) so training steps never
+    # wait on the store; the queue is flushed before the run gets its final status.
     run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
                                                     synchronous=False))
     previous = signal.getsignal(signal.SIGTERM)

@@ -93,8 +93,10 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
     """Train and test one configuration; return its run name, MLflow run id and test metrics.
 
     With ``seeds=[...]`` the seeds train together as one batched model (``xentlab.batched``)
-    and the result lists one entry per seed under ``runs``. ``callbacks`` are extra
-    Lightning callbacks (the benchmark times epochs with one)."""
+    and the result lists one entry per seed under ``runs``. With ``resume=auto`` a FINISHED
+    earlier run of the same configuration is returned as it is (``already_done``), and a
+    killed or failed one goes on from its checkpoint. ``callbacks`` are extra Lightning
+    callbacks (the benchmark times epochs with one)."""
     p = plan(cfg)
     if p.cell.status is compat.Status.QUESTIONABLE:
         log.warning("questionable combination: activation=%s loss=%s on %s: %s",
@@ -102,11 +104,23 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
     seeds = list(cfg.seeds) if cfg.seeds else [cfg.seed]
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tracking_on = cfg.logger.name != "none" and _rank() == 0
+    resume_from = cfg.resume
     if tracking_on:
         from xentlab import tracking
 
         tracking.check_store(cfg.logger.tracking_uri)  # fail fast, before any data or training time
-    resume = checkpoints.load(cfg.resume, container, _checkpoint_finder(cfg)) if cfg.resume else None
+        if cfg.resume == "auto":
+            found = tracking.previous_run(cfg.logger.tracking_uri, cfg.logger.experiment,
+                                          checkpoints.identity(container), cfg.logger.stale_after)
+            if found is not None and found.status == "FINISHED":
+                log.info("already done: MLflow run %s (FINISHED) has this configuration; nothing to train",
+                         found.run_id)
+                return {"run_name": p.run_name, "run_id": found.run_id, "combination_status": p.cell.status.value,
+                        "metrics": found.metrics, "already_done": True}
+            resume_from = found.run_id if found is not None else None
+            log.info("resume=auto: %s", f"going on with MLflow run {found.run_id} ({found.status})" if found
+                     else "no earlier run of this configuration; training from the start")
+    resume = checkpoints.load(resume_from, container, _checkpoint_finder(cfg)) if resume_from else None
     if resume:
         log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
                  f", logging into MLflow run {resume.run_id}" if resume.run_id and tracking_on else "")
@@ -210,7 +224,8 @@ def _tracked(cfg, p: Plan, module, data, output_dir, callbacks, seeds, run_names
         record = checkpoints.RunRecord(container, runs[seeds[0]].run_id if not cfg.seeds else None)
         metrics = _fit_and_test(cfg, module, data, output_dir, logger=logger, on_device=on_device,
                                 ckpt_path=str(resume.path) if resume else None,
-                                extra_callbacks=[record, *(r.recorder for r in runs.values()), *callbacks])
+                                extra_callbacks=[record, *(r.recorder for r in runs.values()),
+                                                 *(r.heartbeat for r in runs.values()), *callbacks])
         return metrics, {s: r.run_id for s, r in runs.items()}
 
 

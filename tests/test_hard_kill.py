@@ -1,0 +1,216 @@
+"""Nothing lost when no handler runs: ``kill -9`` of a sweep, then ``resume=auto``; stale
+RUNNING runs found and ended; many processes creating one new store at once."""
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import DATA_ROOT, ROOT, runs_in
+from xentlab import tracking
+from xentlab.config import ConfigError
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def make_run(client, experiment_id, *, status="RUNNING", tags=None, params=None):
+    run = client.create_run(experiment_id, tags=tags or {})
+    for k, v in (params or {}).items():
+        client.log_param(run.info.run_id, k, v)
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status)
+    return client.get_run(run.info.run_id)
+
+
+@pytest.fixture
+def client(store):
+    return MlflowClient(tracking.check_store(store))
+
+
+def test_stale_means_process_gone_here_or_heartbeat_old_elsewhere(client):
+    exp = client.create_experiment("e")
+    here, now = socket.gethostname(), time.time()
+
+    def reason(tags, status="RUNNING"):
+        return tracking.stale_reason(make_run(client, exp, status=status, tags=tags), stale_after=600, now=now)
+
+    pid = dead_pid()
+    assert reason({"host": here, "pid": str(pid)}) == f"its process {pid} on {here} is gone"
+    assert reason({"host": here, "pid": str(os.getpid()), "heartbeat": str(now - 10_000)}) is None  # alive here
+    assert reason({"host": "elsewhere", "pid": str(pid), "heartbeat": str(now - 60)}) is None
+    assert reason({"host": "elsewhere", "pid": "1", "heartbeat": str(now - 601)}).startswith("no heartbeat for 601 s")
+    assert reason({"host": here, "pid": str(pid)}, status="KILLED") is None  # only RUNNING runs can be stale
+    # a run from before heartbeats: its start time counts
+    assert tracking.stale_reason(make_run(client, exp), stale_after=600, now=now + 601) is not None
+    assert tracking.stale_reason(make_run(client, exp), stale_after=600, now=now + 60) is None
+
+
+def test_a_zombie_process_counts_as_gone(client):
+    child = subprocess.Popen(["true"])  # exits at once; not reaped until wait()
+    for _ in range(200):
+        if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.01)
+    run = make_run(client, client.create_experiment("z"), tags={"host": socket.gethostname(), "pid": str(child.pid)})
+    assert tracking.stale_reason(run, stale_after=600) is not None
+    child.wait()
+
+
+IDENTITY = {"task": {"name": "binary"}, "loss": {"name": "bce"}, "seed": 1}
+PARAMS = {"task.name": "binary", "loss.name": "bce", "seed": "1"}
+
+
+def test_previous_run_prefers_finished_then_the_newest_with_a_checkpoint(client, store, tmp_path):
+    exp = client.create_experiment("prev")
+    assert tracking.previous_run(store, "prev", IDENTITY, 600) is None
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"x")
+    here = {"host": socket.gethostname()}
+    make_run(client, exp, status="KILLED", params={**PARAMS, "seed": "2"}, tags={"checkpoint": str(ckpt)})  # other seed
+    make_run(client, exp, status="FAILED", params=PARAMS)  # no checkpoint: nothing to go on from
+    assert tracking.previous_run(store, "prev", IDENTITY, 600) is None
+    stale = make_run(client, exp, params=PARAMS, tags={**here, "pid": str(dead_pid()), "checkpoint": str(ckpt)})
+    found = tracking.previous_run(store, "prev", IDENTITY, 600)
+    assert (found.run_id, found.status, found.checkpoint) == (stale.info.run_id, "KILLED", str(ckpt))
+    ended = client.get_run(stale.info.run_id)
+    assert ended.info.status == "KILLED" and ended.data.tags["error"].startswith("stale: its process")
+
+    live = make_run(client, exp, params=PARAMS, tags={**here, "pid": str(os.getpid())})
+    with pytest.raises(ConfigError, match=f"run {live.info.run_id} of this configuration is still RUNNING"):
+        tracking.previous_run(store, "prev", IDENTITY, 600)
+    client.set_terminated(live.info.run_id, "FINISHED")
+    client.log_metric(live.info.run_id, "test/acc", 0.75)
+    found = tracking.previous_run(store, "prev", IDENTITY, 600)
+    assert (found.run_id, found.status, found.metrics) == (live.info.run_id, "FINISHED", {"test/acc": 0.75})
+
+
+def test_heartbeat_moves_on_and_reaches_the_sweep_parent(client, store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # flushing sets it; put it back afterwards
+    exp = client.create_experiment("beat")
+    run, parent = make_run(client, exp), make_run(client, exp)
+    beat = tracking.Heartbeat(client, [run.info.run_id, parent.info.run_id], every=60)
+    before = time.time()
+    beat.beat()
+    tracking._flush(store)
+    for r in (run, parent):
+        assert before - 1 <= float(client.get_run(r.info.run_id).data.tags["heartbeat"]) <= time.time() + 1
+
+
+def test_a_store_mlflow_cannot_open_is_named_in_one_line(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(tracking.TrackingUnavailable, match=f"MLflow cannot open the tracking store sqlite:///{db}: "):
+        tracking.check_store(f"sqlite:///{db}")
+
+
+def load_stale():
+    spec = importlib.util.spec_from_file_location("stale", ROOT / "scripts" / "stale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stale_script_lists_by_default_and_ends_on_request(client, store, capsys):
+    exp = client.create_experiment("s")
+    stale = make_run(client, exp, tags={"host": socket.gethostname(), "pid": str(dead_pid())})
+    live = make_run(client, exp, tags={"host": socket.gethostname(), "pid": str(os.getpid())})
+    script = load_stale()
+    assert script.main(["--tracking-uri", store]) == 0
+    out = capsys.readouterr().out
+    assert stale.info.run_id in out and live.info.run_id not in out and "dry run" in out
+    assert client.get_run(stale.info.run_id).info.status == "RUNNING"
+    assert script.main(["--tracking-uri", store, "--experiment", "s", "--end"]) == 0
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"
+    assert script.main(["--tracking-uri", store, "--experiment", "nope"]) == 2
+    assert "no experiment 'nope' in this store; experiments: s, Default" in capsys.readouterr().err
+
+
+SWEEP = ("-m", "task=binary", "loss=bce,mse", "seed=0,1", "data.subset=2000", "data.batch_size=32",
+         "trainer.max_epochs=2", "trainer.log_every_n_steps=100", f"data.root={DATA_ROOT}", "trainer.progress_bar=false")
+
+
+def xentlab_cmd(*overrides, cwd: Path):
+    return [sys.executable, str(ROOT / "run.py"), *overrides, f"hydra.sweep.dir={cwd}/multirun",
+            f"hydra.run.dir={cwd}/outputs"]
+
+
+@pytest.mark.slow
+def test_sweep_killed_hard_goes_on_with_resume_auto(mnist_root, store, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    proc = subprocess.Popen(xentlab_cmd(*SWEEP, f"logger.tracking_uri={store}", cwd=first), cwd=first,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ckpt = first / "multirun" / "1" / "checkpoints" / "last.ckpt"
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # keep the pipe drained
+    for _ in range(6000):  # job #1 (loss=bce seed=1): killed the moment its first checkpoint exists
+        if ckpt.is_file():
+            break
+        time.sleep(0.01)
+    assert ckpt.is_file(), "".join(lines)[-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    client, runs = runs_in(store)
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "RUNNING", "RUNNING"]  # job 0, job 1, parent
+    (done_before,) = [r for r in runs if r.info.status == "FINISHED"]
+
+    again = tmp_path / "again"
+    again.mkdir()
+    out = subprocess.run(xentlab_cmd(*SWEEP, f"logger.tracking_uri={store}", "resume=auto", cwd=again), cwd=again,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "xentlab sweep: 4 ran, 0 skipped, 0 failed" in out.stdout
+    assert "(1 of those ran earlier" in out.stdout
+    client, runs = runs_in(store)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["resumed"] == "1"
+    cells = {(r.data.tags["loss"], r.data.tags["seed"]): r for r in runs if r.data.tags.get("sweep") != "parent"}
+    assert len(runs) == 5 and len(cells) == 4  # one run per cell, no extra run anywhere
+    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+               for r in cells.values())
+    first_job = cells[("bce", "0")]
+    assert first_job.info.run_id == done_before.info.run_id  # not retrained: same run, one value per epoch
+    assert [m.step for m in client.get_metric_history(first_job.info.run_id, "val/acc")] == [0, 1]
+    resumed = cells[("bce", "1")]
+    assert resumed.data.tags["resumed"] == "1" and resumed.data.tags["resumed_after"] == "KILLED"
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "val/acc")] == [0, 1]
+
+    solo = subprocess.run(xentlab_cmd(*[o for o in SWEEP if o not in ("-m", "loss=bce,mse", "seed=0,1")],
+                                      "loss=bce", "seed=1", f"logger.tracking_uri={store}", "logger.experiment=solo",
+                                      cwd=tmp_path / "solo"), capture_output=True, text=True, timeout=600)
+    assert solo.returncode == 0, solo.stderr[-3000:]
+    client, runs = runs_in(store)
+    (reference,) = [r for r in runs if client.get_experiment(r.info.experiment_id).name == "solo"]
+    for key in ("test/acc", "test/loss", "test/nll", "val/loss"):
+        assert resumed.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_four_runs_started_together_on_a_new_folder(mnist_root, tmp_path):
+    """No logger.tracking_uri: each process creates MLflow's default ./mlflow.db, all at once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "XENTLAB_"))}
+    procs = [subprocess.Popen(xentlab_cmd("task=binary", "loss=bce", f"seed={i}", "data.subset=500",
+                                          "trainer.max_epochs=1", f"data.root={DATA_ROOT}",
+                                          "trainer.progress_bar=false", cwd=tmp_path / f"job{i}"),
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for i in range(4)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(o[-1500:] for o in outs)
+    _, runs = runs_in(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted((r.info.status, r.data.tags["seed"]) for r in runs) == [("FINISHED", str(i)) for i in range(4)]
