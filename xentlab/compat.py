@@ -52,8 +52,8 @@ TABLE: dict[tuple[str, str, str], Cell] = {
     ("multiclass", "sigmoid", "bce"): Cell(
         Q, "C independent one-vs-rest questions; ignores that exactly one class is true"
     ),
-    ("multiclass", "sigmoid", "cce"): Cell(Q, "renormalised sigmoids, not a softmax (Keras backends disagree here)"),
-    ("multiclass", "sigmoid", "sparse_cce"): Cell(Q, "renormalised sigmoids, not a softmax (Keras backends disagree here)"),
+    ("multiclass", "sigmoid", "cce"): Cell(Q, "renormalised sigmoids, not a softmax (Keras on TensorFlow takes softmax CE of the logits instead)"),
+    ("multiclass", "sigmoid", "sparse_cce"): Cell(Q, "renormalised sigmoids, not a softmax (Keras on TensorFlow takes softmax CE of the logits instead)"),
     ("multiclass", "sigmoid", "mse"): Cell(V, "squared error on independent sigmoid outputs"),
     ("multiclass", "softmax", "bce"): Cell(V, "adds sum_c -log(1-p_c) terms for the wrong classes"),
     ("multiclass", "softmax", "cce"): Cell(R, "softmax regression with one-hot targets"),
@@ -67,7 +67,7 @@ TABLE: dict[tuple[str, str, str], Cell] = {
     ),
     # multilabel: C tags, k of them true
     ("multilabel", "sigmoid", "bce"): Cell(R, "one independent yes/no question per tag"),
-    ("multilabel", "sigmoid", "cce"): Cell(Q, "renormalisation makes tags compete; loss floor k*log(k)"),
+    ("multilabel", "sigmoid", "cce"): Cell(Q, "renormalisation makes tags compete; loss floor k*log(k) (Keras on TensorFlow takes softmax CE of the logits instead)"),
     ("multilabel", "sigmoid", "sparse_cce"): Cell(X, "several tags cannot be one integer"),
     ("multilabel", "sigmoid", "mse"): Cell(V, "squared error per tag"),
     ("multilabel", "softmax", "bce"): Cell(Q, "softmax outputs sum to 1, so two tags can never both exceed 0.5"),

@@ -14,9 +14,12 @@ right way:
   non-vanishing gradients for any finite outputs. The matched pairs are torch's fused
   functions (sigmoid+BCE is ``binary_cross_entropy_with_logits``, softmax+CCE and
   softmax+sparse CCE are ``cross_entropy``).
-* ``numerics="keras"`` reproduces Keras 3 with ``from_logits=False``: the activation is
-  applied, probabilities are clipped to ``[1e-7, 1 - 1e-7]`` and CCE renormalises them to
-  sum to 1, so you can see what Keras would have reported, caps included.
+* ``numerics="keras"`` reproduces Keras 3 with ``from_logits=False`` on its torch and JAX
+  backends: the activation is applied, probabilities are clipped to ``[1e-7, 1 - 1e-7]``
+  and CCE renormalises them to sum to 1, so you can see what Keras would have reported,
+  caps included. The TensorFlow backend differs: when the activation is the model's last
+  operation it recovers the logits, so there sigmoid+BCE and softmax+CCE (and sparse CCE)
+  equal ``numerics="stable"`` and CCE on sigmoid outputs becomes softmax CE of the logits.
 
 Losses (Keras conventions; ``reduction="none"`` returns one value per example):
 
@@ -36,7 +39,7 @@ Losses (Keras conventions; ``reduction="none"`` returns one value per example):
     smoothing.
 
 Activations: ``sigmoid`` (independent probabilities), ``softmax`` (one distribution over
-the last axis), ``none`` (outputs used as they are; only MSE is defined on them in stable
+the last axis; refused over a single output, where it is the constant 1), ``none`` (outputs used as they are; only MSE is defined on them in stable
 mode, cross-entropies on unbounded outputs are what Keras computes with clipping).
 """
 
@@ -297,6 +300,9 @@ def compute(
     _check_choice("reduction", reduction, REDUCTIONS)
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+    if activation == "softmax" and outputs.dim() and outputs.shape[-1] == 1:
+        raise ValueError("activation='softmax' over 1 output is the constant 1, so no loss can depend on the "
+                         "network: use activation='sigmoid' with 1 output, or 2 outputs with softmax")
     validate_targets(loss, outputs, targets, check_values=check_values)
     per_example = LOSSES[loss](activation, outputs, targets, float(label_smoothing), numerics)
     if reduction == "none":

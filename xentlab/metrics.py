@@ -1,9 +1,14 @@
 """Yardsticks: the metrics that make runs comparable whatever loss trained them.
 
 Loss values of different losses are on different scales, so every run also reports the
-same task-defined metrics. They follow the task, never the loss name or output shape:
-argmax for multiclass, 0.5 threshold for binary and per tag for multilabel. NLL, Brier
-score and ECE need probabilities; with ``activation=none`` they are left out.
+same task-defined metrics. They follow the task, never the loss name: argmax for
+multiclass, 0.5 threshold for binary and per tag for multilabel (binary reads the
+positive-class probability from one sigmoid output or the second of two softmax
+outputs). NLL, Brier score, ECE and mAP are computed from the model's probabilities,
+so with ``activation=none`` they are left out (mAP ranks examples by a score that would
+otherwise be each batch's raw outputs). ECE comes in three kinds: binary bins the
+positive-class probability against the label, multiclass the top-label confidence
+against being right, multilabel every (example, tag) probability pooled.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ YARDSTICKS: dict[str, tuple[str, ...]] = {
     "multiclass": ("acc", "nll", "brier", "ece"),
     "multilabel": ("subset_acc", "hamming_acc", "micro_f1", "macro_f1", "map", "nll", "brier", "ece"),
 }
-NEEDS_PROBABILITIES = frozenset({"nll", "brier", "ece"})
+NEEDS_PROBABILITIES = frozenset({"nll", "brier", "ece", "map"})
 N_BINS = 15
 
 
@@ -72,8 +77,8 @@ class Yardsticks(nn.Module):
             p = losses.activate(act, z)
             hard, yi = (p >= 0.5).long(), y.long()
             views = {n: (hard, yi) for n in ("subset_acc", "hamming_acc", "micro_f1", "macro_f1")}
-            views["map"] = (z, yi)
             if act != "none":
+                views["map"] = (p, yi)
                 views["nll"] = (losses.compute("bce", act, z, y, reduction="none", check_values=False),)
                 views["brier"] = (((p - y) ** 2).mean(-1),)
                 views["ece"] = (p.reshape(-1), yi.reshape(-1))
