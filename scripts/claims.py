@@ -31,9 +31,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import compare  # noqa: E402
 from costs import sparse_vs_one_hot  # noqa: E402
-from xentlab import losses  # noqa: E402
+from xentlab import analysis, losses  # noqa: E402
 
 SOURCES = {"000": "000_a473c1d443293fe5.txt", "001": "001_431bb6897eaf075d.txt",
            "002": "002_2983a41b686e4aac.txt", "003": "003_5956d47db83be9cf.txt"}
@@ -248,9 +247,9 @@ class Lab:
             EXPERIMENT, tags={"mlflow.experimentKind": "custom_model_development"})
         self.parent = self.client.create_run(self.exp_id, run_name=f"claims report ({scale.name})",
                                              tags={"claims": "parent", "scale": scale.name}).info.run_id
-        self._done: dict[str, tuple[str, list[compare.RunInfo]]] = {}
+        self._done: dict[str, tuple[str, list[analysis.RunInfo]]] = {}
 
-    def sweep(self, name: str, task: str, *grid: str) -> tuple[str, list[compare.RunInfo]]:
+    def sweep(self, name: str, task: str, *grid: str) -> tuple[str, list[analysis.RunInfo]]:
         """``run.py -m task=<task> <grid> <scale>``; returns the command as a user would type it, and the runs.
         Claims that share a sweep run it once."""
         if name in self._done:
@@ -268,7 +267,7 @@ class Lab:
             raise RuntimeError(f"sweep {name} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("xentlab sweep:")), "")
         self.log(f"    {summary} ({time.perf_counter() - start:.0f} s)")
-        self._done[name] = "python run.py -m " + " ".join(shown), compare.load_runs(self.client, parent=found.group(1))
+        self._done[name] = "python run.py -m " + " ".join(shown), analysis.load_runs(self.client, parent=found.group(1))
         return self._done[name]
 
     def finish(self, claims: list[Claim], report: str, status: str = "FINISHED") -> None:
@@ -284,17 +283,17 @@ class Lab:
         self.client.set_terminated(self.parent, status)
 
 
-def rank_metric(run: compare.RunInfo) -> str:
-    return next(iter(compare.COLUMNS[run.kind]))
+def rank_metric(run: analysis.RunInfo) -> str:
+    return next(iter(analysis.COLUMNS[run.kind]))
 
 
-def group(runs: list[compare.RunInfo], **match: str) -> list[compare.RunInfo]:
+def group(runs: list[analysis.RunInfo], **match: str) -> list[analysis.RunInfo]:
     def value(r, key):
         return getattr(r, key) if hasattr(r, key) else r.params.get(key)
     return [r for r in runs if all(str(value(r, k)) == str(v) for k, v in match.items())]
 
 
-def stats(runs: list[compare.RunInfo], key: str) -> tuple[float, float]:
+def stats(runs: list[analysis.RunInfo], key: str) -> tuple[float, float]:
     values = [r.metrics[key] for r in runs if key in r.metrics]
     if not values:
         return math.nan, math.nan
@@ -305,9 +304,9 @@ def fmt(mean_sd: tuple[float, float]) -> str:
     return f"{mean_sd[0]:.3f} ± {mean_sd[1]:.3f}"
 
 
-def epochs_to(runs: list[compare.RunInfo], target: float) -> tuple[str, float]:
+def epochs_to(runs: list[analysis.RunInfo], target: float) -> tuple[str, float]:
     """Mean first epoch at which validation reached ``target`` (inf where a seed never did)."""
-    reached = [compare.epochs_to_target(r.curves.get(f"val/{rank_metric(r)}", []), target) for r in runs]
+    reached = [analysis.epochs_to_target(r.curves.get(f"val/{rank_metric(r)}", []), target) for r in runs]
     done = [e for e in reached if e is not None]
     if not done:
         return "not reached", math.inf

@@ -4,12 +4,14 @@
     python scripts/compare.py --parent <sweep parent run id> --out reports/mine
     python scripts/compare.py --experiment xentlab-mnist --filter "tags.loss = 'bce'"
 
-Writes ``report.html`` (self-contained), ``report.md``, ``summary.json`` and one
-``curves_<task>.png`` per task into ``--out`` (default ``reports/<experiment or parent>``)
-and, when the runs belong to one sweep, attaches them to its parent run. Runs are
-compared on the task's yardsticks (accuracy, NLL, Brier, ECE; multilabel: subset accuracy,
-micro-F1, mAP), never on their loss values, which are on different scales. Imports no
-training code: it reads MLflow only.
+Writes ``report.html`` (self-contained), ``report.md``, ``summary.json``, and per task
+``grid_<task>.png`` (every activation × loss cell, coloured by the primary test yardstick)
+and ``curves_<task>.png`` into ``--out`` (default ``reports/<experiment or parent>``) and,
+when the runs belong to one sweep, attaches them to its parent run. Runs are compared on
+the task's yardsticks (accuracy, NLL, Brier, ECE; multilabel: subset accuracy, micro-F1,
+mAP), never on their loss values, which are on different scales. The statistics live in
+``xentlab.analysis``; this script renders them. Imports no training code: it reads MLflow
+only.
 """
 
 from __future__ import annotations
@@ -20,129 +22,23 @@ import html
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
-# yardstick -> True if higher is better; the first one ranks the rows
-COLUMNS = {
-    "binary": {"acc": True, "nll": False, "brier": False, "ece": False},
-    "multiclass": {"acc": True, "nll": False, "brier": False, "ece": False},
-    "multilabel": {"subset_acc": True, "micro_f1": True, "map": True, "nll": False, "brier": False, "ece": False},
-}
-TARGETS = {"binary": 0.95, "multiclass": 0.97, "multilabel": 0.5}  # of the ranking metric, on validation
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from xentlab import compat  # noqa: E402
+from xentlab.analysis import RunInfo, aggregate, load_runs  # noqa: E402
+
 NOTE = ("Runs are compared on the task's yardsticks (test split), never on their raw loss values: "
         "each loss has its own scale. Values are mean ± 95% confidence half-width over seeds "
-        "(Student's t); ★ marks the best mean per column; 'epochs to target' is the mean first epoch "
-        "at which the validation {metric} reached {target} (over the seeds that reached it).")
-
-
-@dataclass
-class RunInfo:
-    run_id: str
-    task: str
-    kind: str
-    activation: str
-    loss: str
-    seed: str
-    status: str
-    metrics: dict[str, float]
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-
-
-def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str] = None,
-              filter_string: str = "") -> list[RunInfo]:
-    """Finished training runs (not sweep parents) of an experiment and/or one sweep."""
-    if experiment:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            names = ", ".join(e.name for e in client.search_experiments())
-            raise SystemExit(f"compare: no experiment {experiment!r} in this store; experiments: {names or 'none'}")
-        exp_ids = [exp.experiment_id]
-    elif parent:
-        exp_ids = [client.get_run(parent).info.experiment_id]
-    else:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
-    clauses = ["attributes.status = 'FINISHED'"]
-    if parent:
-        clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
-    if filter_string:
-        clauses.append(filter_string)
-    found = []
-    page_token = None
-    while True:
-        page = client.search_runs(exp_ids, " and ".join(clauses), max_results=1000, page_token=page_token)
-        found += page
-        page_token = page.token
-        if not page_token:
-            break
-    runs = []
-    for r in found:
-        t = r.data.tags
-        if t.get("sweep") == "parent" or "task" not in t:
-            continue
-        kind = t.get("task_kind", "multiclass")
-        info = RunInfo(r.info.run_id, t["task"], kind, t.get("activation", "?"), t.get("loss", "?"),
-                       t.get("seed", "?"), t.get("combination_status", "?"), dict(r.data.metrics),
-                       params=dict(r.data.params))
-        for key in (f"val/{next(iter(COLUMNS[kind]))}", "val/nll"):
-            if key in info.metrics:
-                info.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
-        runs.append(info)
-    return runs
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and 95% confidence half-width (Student's t); half-width is nan for one value."""
-    if not values:
-        return math.nan, math.nan
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, math.nan
-    from scipy.stats import t
-
-    return m, float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
-
-
-def epochs_to_target(curve: list[tuple[int, float]], target: float) -> Optional[int]:
-    return next((step + 1 for step, value in sorted(curve) if value >= target), None)
-
-
-def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -> dict[str, dict[str, Any]]:
-    """One table per task: a row per activation+loss with mean/CI per yardstick over seeds."""
-    targets = {**TARGETS, **(targets or {})}
-    tables: dict[str, dict[str, Any]] = {}
-    for task in sorted({r.task for r in runs}):
-        mine = [r for r in runs if r.task == task]
-        kind = mine[0].kind
-        cols, rank = COLUMNS[kind], next(iter(COLUMNS[kind]))
-        rows = []
-        for act, loss in sorted({(r.activation, r.loss) for r in mine}):
-            group = [r for r in mine if (r.activation, r.loss) == (act, loss)]
-            row: dict[str, Any] = {"activation": act, "loss": loss, "status": group[0].status,
-                                   "seeds": sorted(r.seed for r in group), "n": len(group)}
-            for col in cols:
-                vals = [r.metrics[f"test/{col}"] for r in group if f"test/{col}" in r.metrics]
-                row[col] = dict(zip(("mean", "ci95"), mean_ci(vals))) if vals else None
-            reached = [e for r in group if (e := epochs_to_target(r.curves.get(f"val/{rank}", []), targets[kind]))]
-            row["epochs_to_target"] = {"mean": statistics.fmean(reached) if reached else None,
-                                       "reached": len(reached), "of": len(group)}
-            row["train_seconds"] = dict(zip(("mean", "ci95"), mean_ci(
-                [r.metrics["train_seconds"] for r in group if "train_seconds" in r.metrics])))
-            rows.append(row)
-        rows.sort(key=lambda r: -(r[rank]["mean"] if r[rank] else -math.inf))
-        best = {}
-        for col, higher in {**cols, "train_seconds": False}.items():
-            means = [(r[col]["mean"], i) for i, r in enumerate(rows) if r.get(col) and not math.isnan(r[col]["mean"])]
-            if means:
-                best[col] = (max if higher else min)(means)[1]
-        reached_rows = [(r["epochs_to_target"]["mean"], i) for i, r in enumerate(rows) if r["epochs_to_target"]["mean"]]
-        if reached_rows:
-            best["epochs_to_target"] = min(reached_rows)[1]
-        tables[task] = {"kind": kind, "rank_by": rank, "target": targets[kind], "columns": list(cols),
-                        "rows": rows, "best": best}
-    return tables
+        "(Student's t); ★ marks every value that Welch's t-test on the seeds (5% level) cannot tell "
+        "from the best mean; 'epochs to target' is the mean first epoch at which the validation "
+        "{metric} reached {target} (over the seeds that reached it).{lr_note}")
+LR_NOTE = (" Runs differ in optimizer.lr: the table has a row per learning rate, and the grid shows each "
+           "cell at the learning rate with the best mean validation {metric} (chosen on validation data, "
+           "reported on test data).")
 
 
 def _fmt(cell: Optional[dict], digits: int = 4) -> str:
@@ -153,16 +49,89 @@ def _fmt(cell: Optional[dict], digits: int = 4) -> str:
 
 
 def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["activation", "loss", "status", "seeds", *table["columns"], "epochs to target", "train s"]
+    several_lrs = len(table["learning_rates"]) > 1
+    header = ["activation", "loss", *(["lr"] if several_lrs else []), "status", "seeds", *table["columns"],
+              "epochs to target", "train s"]
     out = []
     for i, r in enumerate(table["rows"]):
-        star = lambda col: " ★" if table["best"].get(col) == i else ""  # noqa: E731
+        star = lambda col: " ★" if i in table["best"].get(col, []) else ""  # noqa: E731
         e = r["epochs_to_target"]
         epochs = "—" if e["mean"] is None else f"{e['mean']:.1f} ({e['reached']}/{e['of']})"
-        out.append([r["activation"], r["loss"], r["status"], str(r["n"]),
+        out.append([r["activation"], r["loss"], *([r["lr"]] if several_lrs else []), r["status"], str(r["n"]),
                     *[_fmt(r[c]) + star(c) for c in table["columns"]],
                     epochs + star("epochs_to_target"), _fmt(r["train_seconds"], 1) + star("train_seconds")])
     return header, out
+
+
+def grid_cells(table: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """Every activation × loss cell of the task kind: status and reason from the compatibility
+    table, the ranking yardstick's mean ± CI where runs exist."""
+    kind, rank = table["kind"], table["rank_by"]
+    cells = []
+    for act in compat.ACTIVATIONS:
+        row = []
+        for loss in compat.LOSSES:
+            c = compat.cell(kind, act, loss)
+            g = table["grid"].get(f"{act}/{loss}")
+            text = "✗" if c.status is compat.Status.INVALID else ("no runs" if not g or g["mean"] is None else
+                                                                  _fmt({"mean": g["mean"], "ci95": g["ci95"]}, 3))
+            if c.status is compat.Status.QUESTIONABLE:
+                text = "⚠ " + text
+            if g and g["best"]:
+                text += " ★"
+            tip = f"{act} + {loss}: {c.status.value}: {c.reason}"
+            if g and g["mean"] is not None:
+                tip += f"; test {rank} over {g['n']} seed(s)" + (f" at lr {g['lr']}" if len(table["learning_rates"]) > 1
+                                                                 else "")
+            row.append({"activation": act, "loss": loss, "status": c.status.value, "text": text, "tip": tip,
+                        "mean": None if not g else g["mean"]})
+        cells.append(row)
+    return cells
+
+
+def plot_grid(task: str, table: dict[str, Any], path: Path) -> None:
+    """The question at a glance: activation (rows) × loss (columns), coloured by the task's
+    primary test yardstick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = grid_cells(table)
+    values = np.array([[np.nan if c["mean"] is None else c["mean"] for c in row] for row in cells])
+    fig, ax = plt.subplots(figsize=(1.9 * len(compat.LOSSES) + 2, 1.1 * len(compat.ACTIVATIONS) + 1.6))
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("#dddddd")
+    finite = values[np.isfinite(values)]
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=finite.min() if finite.size else 0,
+                      vmax=finite.max() if finite.size else 1, aspect="auto")
+    for i, row in enumerate(cells):
+        for j, c in enumerate(row):
+            dark = c["mean"] is not None and finite.size and c["mean"] < (finite.min() + finite.max()) / 2
+            ax.text(j, i, c["text"], ha="center", va="center", fontsize=9, color="white" if dark else "black")
+    ax.set_xticks(range(len(compat.LOSSES)), compat.LOSSES)
+    ax.set_yticks(range(len(compat.ACTIVATIONS)), compat.ACTIVATIONS)
+    ax.set_xlabel("loss")
+    ax.set_ylabel("output activation")
+    fig.colorbar(image, ax=ax, label=f"test {table['rank_by']} (mean over seeds)")
+    ax.set_title(f"{task} ({table['kind']}): ✗ invalid, ⚠ questionable, ★ ties with the best (Welch, 5%)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def grid_html(table: dict[str, Any]) -> str:
+    """The grid as an HTML table, each cell's status and reason on hover."""
+    colours = {"recommended": "#d8f0d8", "valid": "#eef6ee", "questionable": "#fff3cd", "invalid": "#eeeeee"}
+    out = ["<table class='grid'><tr><th>activation \\ loss</th>"
+           + "".join(f"<th>{html.escape(loss)}</th>" for loss in compat.LOSSES) + "</tr>"]
+    for row in grid_cells(table):
+        out.append(f"<tr><th>{html.escape(row[0]['activation'])}</th>" + "".join(
+            f"<td title='{html.escape(c['tip'], quote=True)}' style='background:{colours[c['status']]}'>"
+            f"{html.escape(c['text'])}</td>" for c in row) + "</tr>")
+    return "".join(out) + "</table>"
 
 
 def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Path) -> None:
@@ -170,13 +139,15 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     keys = [f"val/{table['rank_by']}", "val/nll"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.get_cmap("tab20")
+    several_lrs = len(table["learning_rates"]) > 1
+    last_epoch = 1
     for i, row in enumerate(table["rows"]):
-        group = [r for r in runs if r.task == task and (r.activation, r.loss) == (row["activation"], row["loss"])]
+        group = [r for r in runs if r.task == task and (r.activation, r.loss, r.lr) == (row["activation"], row["loss"],
+                                                                                         row["lr"])]
         for ax, key in zip(axes, keys):
             curves = [dict(r.curves[key]) for r in group if r.curves.get(key)]
             if not curves:
@@ -184,12 +155,15 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
             steps = sorted(set.intersection(*(set(c) for c in curves)))
             values = [[c[s] for c in curves] for s in steps]
             epochs = [s + 1 for s in steps]
-            ax.plot(epochs, [statistics.fmean(v) for v in values], color=colours(i % 20),
-                    label=f"{row['activation']} + {row['loss']}", marker="o", markersize=3)
+            last_epoch = max(last_epoch, *epochs)
+            label = f"{row['activation']} + {row['loss']}" + (f" (lr {row['lr']})" if several_lrs else "")
+            ax.plot(epochs, [statistics.fmean(v) for v in values], color=colours(i % 20), label=label,
+                    marker="o", markersize=3)
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=colours(i % 20), alpha=0.15)
     for ax, key in zip(axes, keys):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xticks(range(1, last_epoch + 1, max(1, last_epoch // 10)))  # whole epochs only
+        ax.set_xlim(0.5, last_epoch + 0.5)
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
@@ -205,24 +179,29 @@ def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Pa
     md = [f"# {title}", ""]
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(-n+3){text-align:left}</style>",
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(-n+3){text-align:left}"
+             "table.grid td{text-align:center;min-width:9em}</style>",
              f"<h1>{html.escape(title)}</h1>"]
     files = []
     for task, table in tables.items():
-        note = NOTE.format(metric=table["rank_by"], target=table["target"])
+        lr_note = LR_NOTE.format(metric=table["rank_by"]) if len(table["learning_rates"]) > 1 else ""
+        note = NOTE.format(metric=table["rank_by"], target=table["target"], lr_note=lr_note)
         header, rows = table_rows(table)
-        png = out / f"curves_{task}.png"
-        plot_curves(task, table, runs, png)
-        files.append(png)
-        md += [f"## {task} ({table['kind']})", "", note, "",
+        grid_png, curves_png = out / f"grid_{task}.png", out / f"curves_{task}.png"
+        plot_grid(task, table, grid_png)
+        plot_curves(task, table, runs, curves_png)
+        files += [grid_png, curves_png]
+        md += [f"## {task} ({table['kind']})", "", note, "", f"![{task} grid]({grid_png.name})", "",
                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(r) + " |" for r in rows]
-        md += ["", f"![{task} curves]({png.name})", ""]
-        b64 = base64.b64encode(png.read_bytes()).decode()
-        parts += [f"<h2>{html.escape(task)} ({table['kind']})</h2><p>{html.escape(note)}</p><table><tr>",
+        md += ["", f"![{task} curves]({curves_png.name})", ""]
+        b64 = {png: base64.b64encode(png.read_bytes()).decode() for png in (grid_png, curves_png)}
+        parts += [f"<h2>{html.escape(task)} ({table['kind']})</h2><p>{html.escape(note)}</p>",
+                  f"<p><img alt='{html.escape(task)} grid' src='data:image/png;base64,{b64[grid_png]}'></p>",
+                  "<p>Every activation × loss cell (hover for the reason):</p>", grid_html(table), "<p></p><table><tr>",
                   "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
-        parts += [f"</table><p><img alt='{html.escape(task)} curves' src='data:image/png;base64,{b64}'></p>"]
+        parts += [f"</table><p><img alt='{html.escape(task)} curves' src='data:image/png;base64,{b64[curves_png]}'></p>"]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text("\n".join(parts))
     (out / "summary.json").write_text(json.dumps(tables, indent=2, default=str))

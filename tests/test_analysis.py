@@ -1,0 +1,66 @@
+"""Statistics over runs (xentlab.analysis) against closed forms: Student-t intervals, Welch's
+test written out by hand, and the learning rate chosen on validation data."""
+
+import math
+import random
+import statistics
+
+import pytest
+from scipy.stats import t as student_t
+
+from xentlab import analysis
+from xentlab.analysis import RunInfo
+
+
+def test_mean_and_confidence_interval_over_seeds():
+    values = [0.9, 0.92, 0.94]
+    m, h = analysis.mean_ci(values)
+    low, high = student_t.interval(0.95, 2, loc=statistics.fmean(values),
+                                   scale=statistics.stdev(values) / math.sqrt(3))
+    assert m == pytest.approx(0.92) and h == pytest.approx((high - low) / 2, rel=1e-9)
+    assert math.isnan(analysis.mean_ci([0.5])[1])
+    assert analysis.epochs_to_target([(0, 0.5), (1, 0.96), (2, 0.99)], 0.95) == 2
+
+
+def welch_p(a, b):
+    """Two-sided p-value of Welch's t-test, from its textbook formulas."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return 2 * student_t.sf(abs(t), df)
+
+
+def test_ties_are_welchs_test_at_five_percent():
+    assert welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.02131, abs=1e-5)  # t = -3.674, df = 4
+    assert not analysis.indistinguishable([1, 2, 3], [4, 5, 6])
+    assert analysis.indistinguishable([1, 2, 3], [2, 3, 4])  # p = 0.288
+    rng = random.Random(0)
+    for _ in range(300):
+        a = [rng.gauss(0, 1) for _ in range(rng.randint(2, 6))]
+        b = [rng.gauss(rng.uniform(0, 3), rng.uniform(0.2, 2)) for _ in range(rng.randint(2, 6))]
+        assert analysis.indistinguishable(a, b) == (welch_p(a, b) >= 0.05)
+    # one seed, or no spread: only equal means tie
+    assert analysis.indistinguishable([0.5], [0.5]) and not analysis.indistinguishable([0.5], [0.5, 0.6])
+    assert not analysis.indistinguishable([0.9, 0.9], [0.8, 0.8])
+
+
+def run(act, loss, seed, test_acc, val_acc, lr="0.001"):
+    return RunInfo(f"{act}{loss}{seed}{lr}", "mnist", "multiclass", act, loss, str(seed), "valid",
+                   {"test/acc": test_acc, "val/acc": val_acc, "train_seconds": 1.0}, params={"optimizer.lr": lr})
+
+
+def test_best_marks_every_row_that_ties_and_the_grid_picks_lr_on_validation():
+    runs = [run("softmax", "cce", s, v, v) for s, v in enumerate([0.90, 0.91, 0.92])]
+    runs += [run("softmax", "mse", s, v, v) for s, v in enumerate([0.905, 0.915, 0.925])]  # p = 0.55: a tie
+    runs += [run("sigmoid", "bce", s, v, v) for s, v in enumerate([0.80, 0.81, 0.82])]  # clearly worse
+    # two learning rates for one cell: the one better on validation wins, though worse on test
+    runs += [run("none", "mse", s, 0.95, 0.70, lr="0.1") for s in range(3)]
+    runs += [run("none", "mse", s, v, 0.75, lr="0.01") for s, v in enumerate([0.60, 0.61, 0.62])]
+    table = analysis.aggregate(runs)["mnist"]
+    assert table["learning_rates"] == ["0.001", "0.01", "0.1"]
+    rows = {(r["activation"], r["loss"], r["lr"]): i for i, r in enumerate(table["rows"])}
+    assert sorted(table["best"]["acc"]) == sorted([rows[("none", "mse", "0.1")]])  # 0.95 with no spread
+    grid = table["grid"]
+    assert grid["none/mse"]["lr"] == "0.01" and grid["none/mse"]["mean"] == pytest.approx(0.61)
+    assert [k for k, g in grid.items() if g["best"]] == ["softmax/cce", "softmax/mse"]
+    assert grid["sigmoid/bce"]["mean"] == pytest.approx(0.81) and not grid["sigmoid/bce"]["best"]

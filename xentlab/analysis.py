@@ -1,0 +1,173 @@
+"""Statistics over finished runs, in one place for every report.
+
+Runs are compared on their task's yardsticks (never on raw loss values, which live on
+different scales), grouped over seeds: mean ± 95% Student-t half-width. A value "ties
+with the best" when Welch's t-test on the seeds cannot tell it from the best mean at
+the 5% level, so a report marks every cell that might be the best, not only the largest
+mean. When runs of one cell differ in ``optimizer.lr``, each cell keeps the learning rate
+with the best mean validation score and reports its test scores there. Reads runs through
+an MLflow client it is given; imports neither MLflow nor any training code.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# yardstick -> True if higher is better; the first one ranks the rows and colours the grid
+COLUMNS = {
+    "binary": {"acc": True, "nll": False, "brier": False, "ece": False},
+    "multiclass": {"acc": True, "nll": False, "brier": False, "ece": False},
+    "multilabel": {"subset_acc": True, "micro_f1": True, "map": True, "nll": False, "brier": False, "ece": False},
+}
+TARGETS = {"binary": 0.95, "multiclass": 0.97, "multilabel": 0.5}  # of the ranking metric, on validation
+ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    task: str
+    kind: str
+    activation: str
+    loss: str
+    seed: str
+    status: str
+    metrics: dict[str, float]
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def lr(self) -> str:
+        return self.params.get("optimizer.lr", "?")
+
+
+def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str] = None,
+              filter_string: str = "") -> list[RunInfo]:
+    """Finished training runs (not sweep parents) of an experiment and/or one sweep, with the
+    validation curves of the ranking metric and NLL."""
+    if experiment:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = ", ".join(e.name for e in client.search_experiments())
+            raise SystemExit(f"no experiment {experiment!r} in this store; experiments: {names or 'none'}")
+        exp_ids = [exp.experiment_id]
+    elif parent:
+        exp_ids = [client.get_run(parent).info.experiment_id]
+    else:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+    clauses = ["attributes.status = 'FINISHED'"]
+    if parent:
+        clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
+    if filter_string:
+        clauses.append(filter_string)
+    found, page_token = [], None
+    while True:
+        page = client.search_runs(exp_ids, " and ".join(clauses), max_results=1000, page_token=page_token)
+        found += page
+        page_token = page.token
+        if not page_token:
+            break
+    runs = []
+    for r in found:
+        t = r.data.tags
+        if t.get("sweep") == "parent" or "task" not in t:
+            continue
+        kind = t.get("task_kind", "multiclass")
+        info = RunInfo(r.info.run_id, t["task"], kind, t.get("activation", "?"), t.get("loss", "?"),
+                       t.get("seed", "?"), t.get("combination_status", "?"), dict(r.data.metrics),
+                       params=dict(r.data.params))
+        for key in (f"val/{next(iter(COLUMNS[kind]))}", "val/nll"):
+            if key in info.metrics:
+                info.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
+        runs.append(info)
+    return runs
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% confidence half-width (Student's t); half-width is nan for one value."""
+    if not values:
+        return math.nan, math.nan
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, math.nan
+    from scipy.stats import t
+
+    return m, float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def indistinguishable(a: list[float], b: list[float], alpha: float = ALPHA) -> bool:
+    """True when Welch's two-sided t-test on the seeds cannot separate ``a`` from ``b`` at
+    level ``alpha``. With fewer than two seeds on a side, or no spread at all, only equal
+    means are indistinguishable."""
+    if len(a) < 2 or len(b) < 2 or (statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0):
+        return statistics.fmean(a) == statistics.fmean(b)
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue) >= alpha
+
+
+def epochs_to_target(curve: list[tuple[int, float]], target: float) -> Optional[int]:
+    return next((step + 1 for step, value in sorted(curve) if value >= target), None)
+
+
+def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) -> dict[str, Any]:
+    first = group[0]
+    row: dict[str, Any] = {"activation": first.activation, "loss": first.loss, "lr": first.lr, "status": first.status,
+                           "seeds": sorted(r.seed for r in group), "n": len(group), "values": {}}
+    for col in cols:
+        vals = [r.metrics[f"test/{col}"] for r in group if f"test/{col}" in r.metrics]
+        row["values"][col] = vals
+        row[col] = dict(zip(("mean", "ci95"), mean_ci(vals))) if vals else None
+    val = [r.metrics[f"val/{rank}"] for r in group if f"val/{rank}" in r.metrics]
+    row["val_" + rank] = statistics.fmean(val) if val else None
+    reached = [e for r in group if (e := epochs_to_target(r.curves.get(f"val/{rank}", []), target))]
+    row["epochs_to_target"] = {"mean": statistics.fmean(reached) if reached else None,
+                               "reached": len(reached), "of": len(group)}
+    row["values"]["train_seconds"] = [r.metrics["train_seconds"] for r in group if "train_seconds" in r.metrics]
+    row["train_seconds"] = dict(zip(("mean", "ci95"), mean_ci(row["values"]["train_seconds"])))
+    return row
+
+
+def _ties(rows: list[dict[str, Any]], col: str, higher: bool) -> list[int]:
+    """Indices of the rows whose ``col`` cannot be told from the best mean."""
+    scored = [i for i, r in enumerate(rows) if r.get(col) and not math.isnan(r[col]["mean"])]
+    if not scored:
+        return []
+    top = (max if higher else min)(scored, key=lambda i: rows[i][col]["mean"])
+    return [i for i in scored if indistinguishable(rows[i]["values"][col], rows[top]["values"][col])]
+
+
+def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -> dict[str, dict[str, Any]]:
+    """One table per task: a row per activation + loss (+ learning rate, where runs differ in
+    it) with mean and CI per yardstick over seeds; ``best`` lists, per column, the rows that
+    tie with the best; ``grid`` holds each activation × loss cell at its learning rate chosen
+    on validation."""
+    targets = {**TARGETS, **(targets or {})}
+    tables: dict[str, dict[str, Any]] = {}
+    for task in sorted({r.task for r in runs}):
+        mine = [r for r in runs if r.task == task]
+        kind = mine[0].kind
+        cols, rank = COLUMNS[kind], next(iter(COLUMNS[kind]))
+        lrs = sorted({r.lr for r in mine})
+        keys = sorted({(r.activation, r.loss, r.lr) for r in mine})
+        rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, targets[kind]) for k in keys]
+        rows.sort(key=lambda r: -(r[rank]["mean"] if r[rank] else -math.inf))
+        best = {col: _ties(rows, col, higher) for col, higher in {**cols, "train_seconds": False}.items()}
+        reached = [(r["epochs_to_target"]["mean"], i) for i, r in enumerate(rows) if r["epochs_to_target"]["mean"]]
+        best["epochs_to_target"] = [min(reached)[1]] if reached else []
+        grid = {}
+        for act, loss in sorted({(r["activation"], r["loss"]) for r in rows}):
+            candidates = [r for r in rows if (r["activation"], r["loss"]) == (act, loss)]
+            chosen = max(candidates, key=lambda r: -math.inf if r["val_" + rank] is None else r["val_" + rank])
+            grid[f"{act}/{loss}"] = {"lr": chosen["lr"], "mean": chosen[rank]["mean"] if chosen[rank] else None,
+                                     "ci95": chosen[rank]["ci95"] if chosen[rank] else None, "n": chosen["n"],
+                                     "values": chosen["values"][rank]}
+        top = max((g for g in grid.values() if g["values"]), key=lambda g: g["mean"], default=None)
+        for g in grid.values():
+            g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))
+        tables[task] = {"kind": kind, "rank_by": rank, "target": targets[kind], "columns": list(cols),
+                        "learning_rates": lrs, "rows": rows, "best": best, "grid": grid}
+    return tables
