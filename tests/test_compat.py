@@ -54,7 +54,7 @@ def test_invalid_exactly_where_the_loss_cannot_be_computed_or_learnt(kind, act, 
         assert compat.check("t", kind, act, loss) is c
 
 
-def task_model_nll(kind, act, z, labels):
+def task_model_nll(kind, z, labels):
     """Negative log-likelihood of the labels under the task's own probability model."""
     if kind == "multilabel":  # independent yes/no per tag, averaged over tags as Keras does
         return -torch.distributions.Bernoulli(logits=z).log_prob(labels).mean(-1)
@@ -69,7 +69,7 @@ def test_recommended_cells_are_the_likelihood_of_the_tasks_own_model(kind, act, 
     z = torch.randn(64, n_out, dtype=torch.float64) * 3
     labels = task_labels(kind)
     got = losses.compute(loss, act, z, losses.encode_targets(loss, labels, n_out), reduction="none")
-    torch.testing.assert_close(got, task_model_nll(kind, act, z, labels))
+    torch.testing.assert_close(got, task_model_nll(kind, z, labels))
 
 
 def test_two_softmax_outputs_make_bce_equal_cce():
