@@ -101,8 +101,7 @@ def plot_grid(task: str, table: dict[str, Any], path: Path) -> None:
     cells = grid_cells(table)
     values = np.array([[np.nan if c["mean"] is None else c["mean"] for c in row] for row in cells])
     fig, ax = plt.subplots(figsize=(1.9 * len(compat.LOSSES) + 2, 1.1 * len(compat.ACTIVATIONS) + 1.6))
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#dddddd")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     finite = values[np.isfinite(values)]
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=finite.min() if finite.size else 0,
                       vmax=finite.max() if finite.size else 1, aspect="auto")
