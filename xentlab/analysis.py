@@ -6,7 +6,7 @@ with the best" when Welch's t-test on the seeds cannot tell it from the best mea
 the 5% level, so a report marks every cell that might be the best, not only the largest
 mean. When runs of one cell differ in ``optimizer.lr``, each cell keeps the learning rate
 with the best mean validation score and reports its test scores there. Reads runs through
-an MLflow client it is given; imports neither MLflow nor any training code.
+an MLflow client it is given and ``xentlab.tracking``; imports no training code.
 """
 
 from __future__ import annotations
@@ -63,15 +63,10 @@ def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str]
         clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
     if filter_string:
         clauses.append(filter_string)
-    found, page_token = [], None
-    while True:
-        page = client.search_runs(exp_ids, " and ".join(clauses), max_results=1000, page_token=page_token)
-        found += page
-        page_token = page.token
-        if not page_token:
-            break
+    from xentlab.tracking import search_all
+
     runs = []
-    for r in found:
+    for r in search_all(client, exp_ids, " and ".join(clauses)):
         t = r.data.tags
         if t.get("sweep") == "parent" or "task" not in t:
             continue

@@ -39,8 +39,9 @@ Losses (Keras conventions; ``reduction="none"`` returns one value per example):
     smoothing.
 
 Activations: ``sigmoid`` (independent probabilities), ``softmax`` (one distribution over
-the last axis; refused over a single output, where it is the constant 1), ``none`` (outputs used as they are; only MSE is defined on them in stable
-mode, cross-entropies on unbounded outputs are what Keras computes with clipping).
+the last axis; refused over a single output, where it is the constant 1), ``none``
+(outputs used as they are; only MSE is defined on them in stable mode, cross-entropies on
+unbounded outputs are what Keras computes with clipping).
 """
 
 from __future__ import annotations

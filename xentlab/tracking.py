@@ -349,7 +349,7 @@ def _sweep_key(overrides: str) -> list[str]:
 
 def _earlier_sweep(client, experiment_id: str, overrides: str) -> Optional[str]:
     """The newest ended parent run of a sweep with the same overrides (``resume=`` aside)."""
-    for run in _search(client, [experiment_id], "tags.sweep = 'parent' and attributes.status != 'RUNNING'"):
+    for run in search_all(client, [experiment_id], "tags.sweep = 'parent' and attributes.status != 'RUNNING'"):
         if _sweep_key(run.data.tags.get("sweep_overrides", "")) == _sweep_key(overrides):
             return run.info.run_id
     return None
@@ -366,7 +366,7 @@ def _reopen(client, run_id: str, parent: Optional[str] = None) -> None:
                               **({"mlflow.parentRunId": parent} if parent else {})})
 
 
-def _search(client, experiment_ids: list[str], filter_string: str = "") -> list:
+def search_all(client, experiment_ids: list[str], filter_string: str = "") -> list:
     """Every run that matches, newest first, across MLflow's result pages."""
     found, token = [], None
     while True:
@@ -407,7 +407,7 @@ def stale_reason(run, stale_after: float, now: Optional[float] = None) -> Option
 
 def stale_runs(client, experiment_ids: list[str], stale_after: float) -> list[tuple[Any, str]]:
     """(run, reason) for every RUNNING run of these experiments that cannot be alive."""
-    running = _search(client, experiment_ids, "attributes.status = 'RUNNING'")
+    running = search_all(client, experiment_ids, "attributes.status = 'RUNNING'")
     return [(run, why) for run in running if (why := stale_reason(run, stale_after))]
 
 
@@ -443,7 +443,7 @@ def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping
         return None
     want = {k: str(v)[:6000] for k, v in flatten(identity).items()}
     narrow = f"params.seed = '{want['seed']}'" if "seed" in want else ""
-    mine = [r for r in _search(client, [exp.experiment_id], narrow)
+    mine = [r for r in search_all(client, [exp.experiment_id], narrow)
             if all(r.data.params.get(k) == v for k, v in want.items())]
     for run in mine:
         if run.info.status == "FINISHED":

@@ -117,7 +117,7 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
                          found.run_id)
                 return {"run_name": p.run_name, "run_id": found.run_id, "combination_status": p.cell.status.value,
                         "metrics": found.metrics, "already_done": True}
-            resume_from = found.run_id if found is not None else None
+            resume_from = found.checkpoint if found is not None else None  # it names its MLflow run
             log.info("resume=auto: %s", f"going on with MLflow run {found.run_id} ({found.status})" if found
                      else "no earlier run of this configuration; training from the start")
     resume = checkpoints.load(resume_from, container, _checkpoint_finder(cfg)) if resume_from else None
