@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +42,7 @@ from xentlab import config as xconfig  # noqa: E402
 from xentlab import models, tasks  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from costs import sparse_vs_one_hot  # noqa: E402
+from costs import spread, sparse_vs_one_hot  # noqa: E402
 
 xconfig.register()
 
@@ -189,11 +191,42 @@ def startup(data_root: str, store: str) -> dict[str, float]:
     return {"imports_s": imports, "run_py_to_first_step_s": first_step, "beyond_imports_s": first_step - imports}
 
 
+def markdown(result: dict) -> str:
+    """The tables of docs/benchmarks.md: every figure as median (min–max) over the rounds."""
+
+    def cell(s, fmt="{:.3f}", scale=1.0):
+        return f"{fmt.format(scale * s['median'])} ({fmt.format(scale * s['min'])}–{fmt.format(scale * s['max'])})"
+
+    cols = [("a_bare", "a bare"), ("b_xentlab", "b xentlab"), ("c_dataloader", "c DataLoader"),
+            ("d_xentlab_mlflow", "d + MLflow"), ("e_seed_batched_per_model", f"e {result['seeds']} seeds, per model")]
+    ratios = [("b/a", "b/a", "{:.2f}", 1), ("b-a ms/step", "(b − a) ms/step", "{:.2f}", 1), ("c/b", "c/b", "{:.1f}", 1),
+              ("d/b-1", "d/b − 1", "{:+.1f}%", 100), ("mlflow_write_share", "MLflow write share", "{:.1f}%", 100),
+              ("b/e", "b/e", "{:.2f}", 1)]
+    first = next(iter(result["batches"].values()))
+    cols = [c for c in cols if c[0] in first]
+    ratios = [r for r in ratios if r[0] in first["ratios"]]
+    lines = ["| batch | " + " | ".join(name for _, name in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for bs, r in result["batches"].items():
+        lines.append(f"| {bs} | " + " | ".join(cell(r[k]) for k, _ in cols) + " |")
+    lines += ["", "| batch | " + " | ".join(name for _, name, _, _ in ratios) + " |", "|---" * (len(ratios) + 1) + "|"]
+    for bs, r in result["batches"].items():
+        lines.append(f"| {bs} | " + " | ".join(cell(r["ratios"][k], f, sc) for k, _, f, sc in ratios) + " |")
+    if "sparse_vs_one_hot" in result:
+        lines += ["", "| classes | sparse_cce ms/step | cce ms/step | cce/sparse | noise band | sparse targets | "
+                  "one-hot targets |", "|---|---|---|---|---|---|---|"]
+        for row in result["sparse_vs_one_hot"]:
+            lines.append(f"| {row['classes']:,} | {cell(row['sparse_cce_ms_per_step'], '{:.2f}')} | "
+                         f"{cell(row['cce_ms_per_step'], '{:.2f}')} | {cell(row['cce/sparse'], '{:.2f}')} | "
+                         f"±{100 * row['noise_band']:.1f}% | {row['sparse_cce_target_mib'] * 1024:.0f} KiB | "
+                         f"{row['cce_target_mib']:.2f} MiB |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--epochs", type=int, default=1, help="timed epochs per call (one more runs as warm-up)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (a), (b), (d)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every variant")
     ap.add_argument("--seeds", type=int, default=8, help="K for the seed-batched variant (e)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for (c)")
     ap.add_argument("--data-root", default=str(ROOT / "data"))
@@ -210,73 +243,82 @@ def main(argv=None) -> dict:
                           "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
                           "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
               "n_train": n, "epochs": a.epochs, "rounds": a.rounds, "seeds": a.seeds, "batches": {}}
-    def summary(times, per=1):
-        best = min(times) / per  # best of the timed epochs: the least disturbed by other load
-        return {"s_per_epoch": best, "samples_per_s": n / best, "all": times}
-
+    seeds = "[" + ",".join(map(str, range(a.seeds))) + "]"
     for bs in a.batch_sizes:
-        # Interleave the variants round by round so that load from elsewhere hits them alike;
-        # each call's first epoch is a warm-up and is not timed.
-        t: dict[str, list[float]] = {"a_bare": [], "b_xentlab": [], "d_xentlab_mlflow": []}
-        mlflow_seconds: list[float] = []
-        mlflow_train: list[float] = []
+        # Every variant once per round, rounds interleaved, so that load from elsewhere hits them
+        # alike; each call's first epoch is a warm-up and is not timed. A round's figure is the
+        # median of its timed epochs; ratios are taken within a round.
+        t: dict[str, list[float]] = {}
+        share: list[float] = []
         for r in range(a.rounds):
-            t["a_bare"] += bare_loop(x, y, bs, a.epochs + 1, device, seed=r)[1:]
-            t["b_xentlab"] += xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seed={r}",))[1:]
+            print(f"batch {bs}, round {r + 1}/{a.rounds}", flush=True)
+            t.setdefault("a_bare", []).append(median(bare_loop(x, y, bs, a.epochs + 1, device, seed=r)[1:]))
+            t.setdefault("b_xentlab", []).append(median(xentlab_path(
+                bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seed={r}",))[1:]))
+            if "dataloader" not in a.skip:
+                t.setdefault("c_dataloader", []).append(median(
+                    dataloader_path(bs, a.epochs + 1, a.data_root, accelerator, a.workers)[1:]))
             if "mlflow" not in a.skip:
                 timer = LogBatchTimer()
                 epochs = xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "mlflow",
                                       f"sqlite:///{tmp}/bench-{bs}.db", extra=(f"seed={r}",))
-                mlflow_seconds.append(timer.close())
-                mlflow_train.append(sum(epochs))
-                t["d_xentlab_mlflow"] += epochs[1:]
-        res = {k: summary(v) for k, v in t.items() if v}
-        if "dataloader" not in a.skip:
-            res["c_dataloader"] = summary(dataloader_path(bs, a.epochs + 1, a.data_root, accelerator, a.workers)[1:])
-        if "seeds" not in a.skip:
-            seeds = "[" + ",".join(map(str, range(a.seeds))) + "]"
-            res["e_seed_batched_per_model"] = summary(
-                xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seeds={seeds}",))[1:],
-                per=a.seeds)
-        b = res["b_xentlab"]["s_per_epoch"]
-        res["ratios"] = {"b/a": b / res["a_bare"]["s_per_epoch"]}
-        if "c_dataloader" in res:
-            res["ratios"]["c/b"] = res["c_dataloader"]["s_per_epoch"] / b
-        if "d_xentlab_mlflow" in res:
-            res["ratios"]["mlflow_overhead"] = res["d_xentlab_mlflow"]["s_per_epoch"] / b - 1
-            # the direct measure: time inside MLflow writes over the training time of those runs
-            # (it includes the end-of-run writes: test metrics, timing)
-            res["ratios"]["mlflow_write_share"] = sum(mlflow_seconds) / sum(mlflow_train)
-        if "e_seed_batched_per_model" in res:
-            res["ratios"]["seed_batched_speedup"] = b / res["e_seed_batched_per_model"]["s_per_epoch"]
+                # time inside MLflow's writes (end-of-run writes included) / training time of that run
+                share.append(timer.close() / sum(epochs))
+                t.setdefault("d_xentlab_mlflow", []).append(median(epochs[1:]))
+            if "seeds" not in a.skip:
+                t.setdefault("e_seed_batched_per_model", []).append(median(xentlab_path(
+                    bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seeds={seeds}",))[1:]) / a.seeds)
+        res = {k: {**spread(v), "samples_per_s": n / median(v)} for k, v in t.items()}
+        a_, b_ = t["a_bare"], t["b_xentlab"]
+        steps = math.ceil(n / bs)
+        per_round = {"b/a": [b / x_ for b, x_ in zip(b_, a_)],
+                     "b-a ms/step": [1000 * (b - x_) / steps for b, x_ in zip(b_, a_)]}
+        if "c_dataloader" in t:
+            per_round["c/b"] = [c / b for c, b in zip(t["c_dataloader"], b_)]
+        if "d_xentlab_mlflow" in t:
+            per_round["d/b-1"] = [d / b - 1 for d, b in zip(t["d_xentlab_mlflow"], b_)]
+            per_round["mlflow_write_share"] = share
+        if "e_seed_batched_per_model" in t:
+            per_round["b/e"] = [b / e for b, e in zip(b_, t["e_seed_batched_per_model"])]
+        res["ratios"] = {k: spread(v) for k, v in per_round.items()}
         result["batches"][str(bs)] = res
     if "startup" not in a.skip:
-        result["startup"] = startup(a.data_root, f"sqlite:///{tmp}/startup.db")
+        runs = [startup(a.data_root, f"sqlite:///{tmp}/startup-{r}.db") for r in range(a.rounds)]
+        result["startup"] = {k: spread([s[k] for s in runs]) for k in runs[0]}
     if "sparse" not in a.skip:
-        result["sparse_vs_one_hot"] = sparse_vs_one_hot(device)
+        result["sparse_vs_one_hot"] = sparse_vs_one_hot(device, rounds=a.rounds)
 
-    print(f"\nxentlab benchmark on {result['machine']['device']} ({device.type}, {result['machine']['threads']} threads), "
-          f"MNIST {n} examples; seconds per epoch, best of {a.rounds} interleaved rounds x {a.epochs} epoch(s)")
-    print(f"{'batch':>6} {'a bare':>8} {'b xentlab':>10} {'c DataLoader':>13} {'d +mlflow':>10} {'e K-seed/model':>15} "
-          f"{'b/a':>6} {'c/b':>6} {'d/b-1':>7} {'mlflow**':>8} {'b/e*':>6}")
+    def show(s, fmt="{:.3f}", scale=1.0):
+        return (fmt.format(scale * s["median"]) + " (" + fmt.format(scale * s["min"]) + "–"
+                + fmt.format(scale * s["max"]) + ")")
+
+    print(f"\nxentlab benchmark on {result['machine']['device']} ({device.type}, {result['machine']['threads']} "
+          f"threads), MNIST {n} examples; seconds per epoch, median (min–max) of {a.rounds} interleaved rounds")
+    columns = [("a_bare", "a bare"), ("b_xentlab", "b xentlab"), ("c_dataloader", "c DataLoader"),
+               ("d_xentlab_mlflow", "d + MLflow"), ("e_seed_batched_per_model", f"e {a.seeds} seeds, per model")]
+    ratio_cols = [("b/a", "{:.2f}", 1), ("b-a ms/step", "{:.2f}", 1), ("c/b", "{:.1f}", 1),
+                  ("d/b-1", "{:+.1f}%", 100), ("mlflow_write_share", "{:.1f}%", 100), ("b/e", "{:.2f}", 1)]
     for bs, r in result["batches"].items():
-        g = lambda k: f"{r[k]['s_per_epoch']:.3f}" if k in r else "-"  # noqa: E731
-        q = r["ratios"]
-        print(f"{bs:>6} {g('a_bare'):>8} {g('b_xentlab'):>10} {g('c_dataloader'):>13} {g('d_xentlab_mlflow'):>10} "
-              f"{g('e_seed_batched_per_model'):>15} {q['b/a']:>6.2f} {q.get('c/b', float('nan')):>6.2f} "
-              f"{100 * q.get('mlflow_overhead', float('nan')):>6.1f}% {100 * q.get('mlflow_write_share', float('nan')):>7.1f}% "
-              f"{q.get('seed_batched_speedup', float('nan')):>6.2f}")
-    print(f"* b/e: the speed-up per model of {a.seeds} seeds batched over one xentlab run at a time")
-    print("** time spent inside MLflow writes / training time of the same runs (d/b-1 is the noisier difference)")
+        print(f"batch {bs}:")
+        for key, name in columns:
+            if key in r:
+                print(f"  {name:<22} {show(r[key])}")
+        for key, fmt, scale in ratio_cols:
+            if key in r["ratios"]:
+                print(f"  {key:<22} {show(r['ratios'][key], fmt, scale)}")
+    print("b/e: speed-up per model of the seeds batched over one run at a time; mlflow_write_share: time inside "
+          "MLflow writes / training time of the same run (d/b-1 is the noisier difference)")
     if "startup" in result:
         s = result["startup"]
-        print(f"start-up: run.py to first step {s['run_py_to_first_step_s']:.2f} s; bare imports {s['imports_s']:.2f} s; "
-              f"beyond imports {s['beyond_imports_s']:.2f} s")
+        print(f"start-up: run.py to first step {show(s['run_py_to_first_step_s'], '{:.2f}')} s; bare imports "
+              f"{show(s['imports_s'], '{:.2f}')} s; beyond imports {show(s['beyond_imports_s'], '{:.2f}')} s")
     for row in result.get("sparse_vs_one_hot", []):
-        mem = "peak_mib" if device.type == "cuda" else "target_mib"
-        print(f"classes {row['classes']:>6}: sparse_cce {row['sparse_cce_ms_per_step']:.2f} ms/step, "
-              f"cce {row['cce_ms_per_step']:.2f} ms/step; {mem}: sparse {row[f'sparse_cce_{mem}']:.3f}, "
-              f"cce {row[f'cce_{mem}']:.3f}")
+        print(f"classes {row['classes']:>6}: sparse_cce {show(row['sparse_cce_ms_per_step'], '{:.2f}')} ms/step, "
+              f"cce {show(row['cce_ms_per_step'], '{:.2f}')}; cce/sparse {show(row['cce/sparse'], '{:.2f}')}, "
+              f"noise band ±{100 * row['noise_band']:.1f}%; targets sparse {row['sparse_cce_target_mib']:.3f} MiB, "
+              f"cce {row['cce_target_mib']:.3f} MiB" + (f"; peak sparse {row['sparse_cce_peak_mib']:.2f} MiB, "
+                                                        f"cce {row['cce_peak_mib']:.2f} MiB" if 'cce_peak_mib' in row else ""))
+    print("\n" + markdown(result))
     a.json.write_text(json.dumps(result, indent=2))
     print(f"written {a.json}")
     return result

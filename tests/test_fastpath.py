@@ -75,30 +75,46 @@ def test_seed_batched_runs_equal_each_seed_trained_alone(mnist_root, tmp_path):
 @pytest.mark.slow
 def test_benchmark_script_runs_and_writes_its_ratios(mnist_root, tmp_path):
     import json
+    import statistics
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--batch-sizes", "1024", "--rounds", "1",
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--batch-sizes", "1024", "--rounds", "2",
                           "--seeds", "2", "--skip", "dataloader", "startup", "--data-root", str(mnist_root),
                           "--json", str(tmp_path / "b.json")], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
     batch = result["batches"]["1024"]
     ratios = batch["ratios"]
-    assert set(ratios) == {"b/a", "mlflow_overhead", "mlflow_write_share", "seed_batched_speedup"}
-    # each figure is the best of its measured epochs, and each ratio is made of those figures
-    for key, per in (("a_bare", 1), ("b_xentlab", 1), ("d_xentlab_mlflow", 1), ("e_seed_batched_per_model", 2)):
-        assert len(batch[key]["all"]) == 1 and batch[key]["s_per_epoch"] == pytest.approx(min(batch[key]["all"]) / per)
-    assert ratios["b/a"] == pytest.approx(batch["b_xentlab"]["s_per_epoch"] / batch["a_bare"]["s_per_epoch"])
-    assert ratios["mlflow_overhead"] == pytest.approx(
-        batch["d_xentlab_mlflow"]["s_per_epoch"] / batch["b_xentlab"]["s_per_epoch"] - 1)
-    assert ratios["seed_batched_speedup"] == pytest.approx(
-        batch["b_xentlab"]["s_per_epoch"] / batch["e_seed_batched_per_model"]["s_per_epoch"])
-    assert 0 < ratios["mlflow_write_share"] < 1  # a share of the training time of the same runs
-    assert [row["classes"] for row in result["sparse_vs_one_hot"]] == [10, 1000, 10000]
-    assert "b/a" in out.stdout
+    assert set(ratios) == {"b/a", "b-a ms/step", "d/b-1", "mlflow_write_share", "b/e"}
+
+    def rounds(key):
+        return batch[key]["per_round"]
+
+    # every column and ratio is the median, min and max of its own rounds, and each round's
+    # ratio is made of that round's figures
+    for entry in [*(batch[k] for k in ("a_bare", "b_xentlab", "d_xentlab_mlflow", "e_seed_batched_per_model")),
+                  *ratios.values()]:
+        assert len(entry["per_round"]) == 2
+        assert (entry["median"], entry["min"], entry["max"]) == pytest.approx(
+            (statistics.median(entry["per_round"]), min(entry["per_round"]), max(entry["per_round"])))
+    a, b, d, e = (rounds(k) for k in ("a_bare", "b_xentlab", "d_xentlab_mlflow", "e_seed_batched_per_model"))
+    assert ratios["b/a"]["per_round"] == pytest.approx([q / p for p, q in zip(a, b)])
+    assert ratios["b-a ms/step"]["per_round"] == pytest.approx([1000 * (q - p) / 54 for p, q in zip(a, b)])  # 55000/1024
+    assert ratios["d/b-1"]["per_round"] == pytest.approx([q / p - 1 for p, q in zip(b, d)])
+    assert ratios["b/e"]["per_round"] == pytest.approx([p / q for p, q in zip(b, e)])
+    assert all(0 < s < 1 for s in ratios["mlflow_write_share"]["per_round"])  # a share of the same run's training
+    sparse = result["sparse_vs_one_hot"]
+    assert [row["classes"] for row in sparse] == [10, 1000, 10000]
+    # target sizes: one-hot float32 rows vs int64 labels, 512 examples
+    assert [row["cce_target_mib"] for row in sparse] == pytest.approx([512 * c * 4 / 2**20 for c in (10, 1000, 10000)])
+    assert all(row["sparse_cce_target_mib"] == pytest.approx(512 * 8 / 2**20) for row in sparse)
+    for row in sparse:
+        dense, sp = row["cce_ms_per_step"]["per_round"], row["sparse_cce_ms_per_step"]["per_round"]
+        assert row["cce/sparse"]["per_round"] == pytest.approx([p / q for p, q in zip(dense, sp)])
+    assert "b/a" in out.stdout and "| 1024 | " in out.stdout  # the markdown tables of docs/benchmarks.md
 
 
 @pytest.mark.slow
