@@ -40,9 +40,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from xentlab import config as xconfig  # noqa: E402
 from xentlab import models, tasks  # noqa: E402
+from xentlab.analysis import spread  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from costs import spread, sparse_vs_one_hot  # noqa: E402
+from costs import sparse_vs_one_hot  # noqa: E402
 
 xconfig.register()
 
@@ -191,12 +192,13 @@ def startup(data_root: str, store: str) -> dict[str, float]:
     return {"imports_s": imports, "run_py_to_first_step_s": first_step, "beyond_imports_s": first_step - imports}
 
 
+def cell(s: dict, fmt: str = "{:.3f}", scale: float = 1.0) -> str:
+    """A repeated figure as median (min–max)."""
+    return f"{fmt.format(scale * s['median'])} ({fmt.format(scale * s['min'])}–{fmt.format(scale * s['max'])})"
+
+
 def markdown(result: dict) -> str:
     """The tables of docs/benchmarks.md: every figure as median (min–max) over the rounds."""
-
-    def cell(s, fmt="{:.3f}", scale=1.0):
-        return f"{fmt.format(scale * s['median'])} ({fmt.format(scale * s['min'])}–{fmt.format(scale * s['max'])})"
-
     cols = [("a_bare", "a bare"), ("b_xentlab", "b xentlab"), ("c_dataloader", "c DataLoader"),
             ("d_xentlab_mlflow", "d + MLflow"), ("e_seed_batched_per_model", f"e {result['seeds']} seeds, per model")]
     ratios = [("b/a", "b/a", "{:.2f}", 1), ("b-a ms/step", "(b − a) ms/step", "{:.2f}", 1), ("c/b", "c/b", "{:.1f}", 1),
@@ -288,36 +290,18 @@ def main(argv=None) -> dict:
     if "sparse" not in a.skip:
         result["sparse_vs_one_hot"] = sparse_vs_one_hot(device, rounds=a.rounds)
 
-    def show(s, fmt="{:.3f}", scale=1.0):
-        return (fmt.format(scale * s["median"]) + " (" + fmt.format(scale * s["min"]) + "–"
-                + fmt.format(scale * s["max"]) + ")")
-
     print(f"\nxentlab benchmark on {result['machine']['device']} ({device.type}, {result['machine']['threads']} "
           f"threads), MNIST {n} examples; seconds per epoch, median (min–max) of {a.rounds} interleaved rounds")
-    columns = [("a_bare", "a bare"), ("b_xentlab", "b xentlab"), ("c_dataloader", "c DataLoader"),
-               ("d_xentlab_mlflow", "d + MLflow"), ("e_seed_batched_per_model", f"e {a.seeds} seeds, per model")]
-    ratio_cols = [("b/a", "{:.2f}", 1), ("b-a ms/step", "{:.2f}", 1), ("c/b", "{:.1f}", 1),
-                  ("d/b-1", "{:+.1f}%", 100), ("mlflow_write_share", "{:.1f}%", 100), ("b/e", "{:.2f}", 1)]
-    for bs, r in result["batches"].items():
-        print(f"batch {bs}:")
-        for key, name in columns:
-            if key in r:
-                print(f"  {name:<22} {show(r[key])}")
-        for key, fmt, scale in ratio_cols:
-            if key in r["ratios"]:
-                print(f"  {key:<22} {show(r['ratios'][key], fmt, scale)}")
-    print("b/e: speed-up per model of the seeds batched over one run at a time; mlflow_write_share: time inside "
-          "MLflow writes / training time of the same run (d/b-1 is the noisier difference)")
+    print("b/e: speed-up per model of the seeds batched over one run at a time; MLflow write share: time inside "
+          "MLflow writes / training time of the same run (d/b − 1 is the noisier difference)")
     if "startup" in result:
         s = result["startup"]
-        print(f"start-up: run.py to first step {show(s['run_py_to_first_step_s'], '{:.2f}')} s; bare imports "
-              f"{show(s['imports_s'], '{:.2f}')} s; beyond imports {show(s['beyond_imports_s'], '{:.2f}')} s")
+        print(f"start-up: run.py to first step {cell(s['run_py_to_first_step_s'], '{:.2f}')} s; bare imports "
+              f"{cell(s['imports_s'], '{:.2f}')} s; beyond imports {cell(s['beyond_imports_s'], '{:.2f}')} s")
     for row in result.get("sparse_vs_one_hot", []):
-        print(f"classes {row['classes']:>6}: sparse_cce {show(row['sparse_cce_ms_per_step'], '{:.2f}')} ms/step, "
-              f"cce {show(row['cce_ms_per_step'], '{:.2f}')}; cce/sparse {show(row['cce/sparse'], '{:.2f}')}, "
-              f"noise band ±{100 * row['noise_band']:.1f}%; targets sparse {row['sparse_cce_target_mib']:.3f} MiB, "
-              f"cce {row['cce_target_mib']:.3f} MiB" + (f"; peak sparse {row['sparse_cce_peak_mib']:.2f} MiB, "
-                                                        f"cce {row['cce_peak_mib']:.2f} MiB" if 'cce_peak_mib' in row else ""))
+        if "cce_peak_mib" in row:
+            print(f"classes {row['classes']}: peak memory sparse {row['sparse_cce_peak_mib']:.2f} MiB, "
+                  f"cce {row['cce_peak_mib']:.2f} MiB")
     print("\n" + markdown(result))
     a.json.write_text(json.dumps(result, indent=2))
     print(f"written {a.json}")

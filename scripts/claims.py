@@ -387,10 +387,6 @@ class Lab:
         self.client.set_terminated(self.parent, status)
 
 
-def rank_metric(run: analysis.RunInfo) -> str:
-    return next(iter(analysis.COLUMNS[run.kind]))
-
-
 def group(runs: list[analysis.RunInfo], **match: str) -> list[analysis.RunInfo]:
     def value(r, key):
         return getattr(r, key) if hasattr(r, key) else r.params.get(key)
@@ -417,14 +413,13 @@ def better(a: list[float], b: list[float]) -> bool:
 
 
 def epochs_to(runs: list[analysis.RunInfo], target: float) -> tuple[str, float]:
-    """Mean first epoch at which validation reached ``target`` (inf where a seed never did)."""
-    reached = [analysis.epochs_to_target(r.curves.get(f"val/{rank_metric(r)}", []), target) for r in runs]
-    done = [e for e in reached if e is not None]
-    if not done:
+    """The mean epoch to ``target`` as text, and as a number that is inf unless every seed got there."""
+    e = analysis.epochs_to_target_over_seeds(runs, target)
+    if e["mean"] is None:
         return "not reached", math.inf
-    if len(done) < len(reached):
-        return f"{mean(done):.1f} ({len(done)}/{len(reached)} seeds)", math.inf
-    return f"{mean(done):.1f}", mean(done)
+    if e["reached"] < e["of"]:
+        return f"{e['mean']:.1f} ({e['reached']}/{e['of']} seeds)", math.inf
+    return f"{e['mean']:.1f}", e["mean"]
 
 
 TARGET = {"binary": 0.95, "mnist": 0.95, "multilabel": 0.5}
@@ -542,8 +537,8 @@ def claim_9(lab: Lab) -> Claim:
     chance = chance_map(multi)
     holds = better(cell(multi, "sigmoid", "bce", "test/subset_acc"), cell(multi, "softmax", "cce", "test/subset_acc"))
     soft_map = cell(multi, "softmax", "cce", "test/map")
-    low = analysis.mean_ci(soft_map)[0] - analysis.mean_ci(soft_map)[1] if len(soft_map) > 1 else mean(soft_map)
-    ranks = low > chance
+    centre, half = analysis.mean_ci(soft_map)
+    ranks = centre - (half if math.isfinite(half) else 0.0) > chance  # the interval's lower end
     return Claim("9", "Softmax + categorical CE cannot do multilabel tagging; sigmoid + BCE can.", ["002", "003"],
                  f"`{cmd_l}` (mosaics of 1–3 digits, 10 tags; mAP: macro average precision from the "
                  "probabilities, which scores the ranking of examples per tag and needs no threshold)",

@@ -5,17 +5,12 @@ Pure torch plus xentlab's loss layer; no training stack.
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 
 from xentlab import losses
-
-
-def spread(values: list[float]) -> dict:
-    """Median with min and max: how the benchmark reports every repeated figure."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": list(values)}
+from xentlab.analysis import spread
 
 
 def sparse_vs_one_hot(device, classes=(10, 1000, 10000), n: int = 512, features: int = 256, steps: int = 20,

@@ -89,7 +89,7 @@ def test_claim_14_a_clipped_confidently_wrong_output_has_no_gradient():
 
 def runs_of(task, kind, cells):
     """RunInfos for (loss, lr, seed) -> (test score, validation curve) written by hand."""
-    rank = next(iter(claims.analysis.COLUMNS[kind]))
+    rank = claims.analysis.rank_by(kind)
     return [claims.analysis.RunInfo(f"{loss}{lr}{seed}", task, kind, "auto", loss, str(seed), "valid",
                                     {f"test/{rank}": score, f"val/{rank}": curve[-1]},
                                     curves={f"val/{rank}": list(enumerate(curve))},

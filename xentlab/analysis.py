@@ -1,4 +1,4 @@
-"""Statistics over finished runs, in one place for every report.
+"""Statistics over finished runs and benchmark rounds, in one place for every report.
 
 Runs are compared on their task's yardsticks (never on raw loss values, which live on
 different scales), grouped over seeds: mean ± 95% Student-t half-width. A value "ties
@@ -74,7 +74,7 @@ def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str]
         info = RunInfo(r.info.run_id, t["task"], kind, t.get("activation", "?"), t.get("loss", "?"),
                        t.get("seed", "?"), t.get("combination_status", "?"), dict(r.data.metrics),
                        params=dict(r.data.params))
-        for key in (f"val/{next(iter(COLUMNS[kind]))}", "val/nll"):
+        for key in (f"val/{rank_by(kind)}", "val/nll"):
             if key in info.metrics:
                 info.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(info)
@@ -93,6 +93,11 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return m, float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median with min and max of repeated measurements: how the benchmarks report a figure."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": list(values)}
+
+
 def indistinguishable(a: list[float], b: list[float], alpha: float = ALPHA) -> bool:
     """True when Welch's two-sided t-test on the seeds cannot separate ``a`` from ``b`` at
     level ``alpha``. With fewer than two seeds on a side, or no spread at all, only equal
@@ -104,8 +109,20 @@ def indistinguishable(a: list[float], b: list[float], alpha: float = ALPHA) -> b
     return float(ttest_ind(a, b, equal_var=False).pvalue) >= alpha
 
 
+def rank_by(kind: str) -> str:
+    """The yardstick that ranks a task's rows and colours its grid."""
+    return next(iter(COLUMNS[kind]))
+
+
 def epochs_to_target(curve: list[tuple[int, float]], target: float) -> Optional[int]:
     return next((step + 1 for step, value in sorted(curve) if value >= target), None)
+
+
+def epochs_to_target_over_seeds(runs: list[RunInfo], target: float) -> dict[str, Any]:
+    """Mean first epoch at which the ranking yardstick reached ``target`` on validation, over
+    the seeds that reached it, and how many did."""
+    reached = [e for r in runs if (e := epochs_to_target(r.curves.get(f"val/{rank_by(r.kind)}", []), target))]
+    return {"mean": statistics.fmean(reached) if reached else None, "reached": len(reached), "of": len(runs)}
 
 
 def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) -> dict[str, Any]:
@@ -118,9 +135,7 @@ def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) 
         row[col] = dict(zip(("mean", "ci95"), mean_ci(vals))) if vals else None
     val = [r.metrics[f"val/{rank}"] for r in group if f"val/{rank}" in r.metrics]
     row["val_" + rank] = statistics.fmean(val) if val else None
-    reached = [e for r in group if (e := epochs_to_target(r.curves.get(f"val/{rank}", []), target))]
-    row["epochs_to_target"] = {"mean": statistics.fmean(reached) if reached else None,
-                               "reached": len(reached), "of": len(group)}
+    row["epochs_to_target"] = epochs_to_target_over_seeds(group, target)
     row["values"]["train_seconds"] = [r.metrics["train_seconds"] for r in group if "train_seconds" in r.metrics]
     row["train_seconds"] = dict(zip(("mean", "ci95"), mean_ci(row["values"]["train_seconds"])))
     return row
@@ -145,7 +160,7 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -
     for task in sorted({r.task for r in runs}):
         mine = [r for r in runs if r.task == task]
         kind = mine[0].kind
-        cols, rank = COLUMNS[kind], next(iter(COLUMNS[kind]))
+        cols, rank = COLUMNS[kind], rank_by(kind)
         lrs = sorted({r.lr for r in mine})
         keys = sorted({(r.activation, r.loss, r.lr) for r in mine})
         rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, targets[kind]) for k in keys]
