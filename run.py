@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from xentlab import interrupts
 from xentlab.config import ConfigError, register
 
 register()
@@ -30,7 +31,8 @@ def main(cfg: DictConfig):
     sweeping = hc.mode == RunMode.MULTIRUN
     record = {"job": hc.job.num if sweeping else 0, "overrides": list(hc.overrides.task)}
     try:
-        result = train.run(cfg, output_dir=hc.runtime.output_dir)
+        with interrupts.sigterm_raises():
+            result = train.run(cfg, output_dir=hc.runtime.output_dir)
         record.update(status="ran", **result)
     except ConfigError as exc:
         if not sweeping:
@@ -47,6 +49,11 @@ def main(cfg: DictConfig):
         log.exception("failed: %s", exc)
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
                       run_id=getattr(exc, "xentlab_run_id", None))
+    except BaseException as exc:
+        if not interrupts.interrupted(exc):
+            raise
+        log.error("stopped: %s", type(exc).__name__)
+        sys.exit(interrupts.EXIT_CODE)  # a sweep stops here too: the user asked it to
     if sweeping:
         write_record(hc.runtime.output_dir, record)
     if cfg.get("optimized_metric"):  # the Optuna sweeper minimises/maximises this number

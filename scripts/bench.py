@@ -39,7 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from xentlab import config as xconfig  # noqa: E402
-from xentlab import models, tasks  # noqa: E402
+from xentlab import models, tracking  # noqa: E402
+from xentlab.tasks import mnist as mnist_task  # noqa: E402
 from xentlab.analysis import spread  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -114,29 +115,6 @@ def xentlab_path(batch_size: int, epochs: int, data_root: str, accelerator: str,
 
     train.run(make_cfg(*overrides), output_dir=tempfile.mkdtemp(), callbacks=[timer])
     return timer.times
-
-
-class LogBatchTimer:
-    """Adds up the wall time spent in MLflow's ``log_batch`` (all of xentlab's metric writes)."""
-
-    def __init__(self):
-        from mlflow import MlflowClient
-
-        self.cls, self.original, self.seconds = MlflowClient, MlflowClient.log_batch, 0.0
-        timer = self
-
-        def timed(client, *args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return timer.original(client, *args, **kwargs)
-            finally:
-                timer.seconds += time.perf_counter() - t0
-
-        self.cls.log_batch = timed
-
-    def close(self) -> float:
-        self.cls.log_batch = self.original
-        return self.seconds
 
 
 def dataloader_path(batch_size: int, epochs: int, data_root: str, accelerator: str, workers: int) -> list[float]:
@@ -237,7 +215,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    splits = tasks.build_mnist(None, make_cfg(f"data.root={a.data_root}").data)
+    splits = mnist_task.build(None, make_cfg(f"data.root={a.data_root}").data)
     x, y = splits.train.x, splits.train.y
     n = len(x)
     tmp = tempfile.mkdtemp()
@@ -261,7 +239,7 @@ def main(argv=None) -> dict:
                 t.setdefault("c_dataloader", []).append(median(
                     dataloader_path(bs, a.epochs + 1, a.data_root, accelerator, a.workers)[1:]))
             if "mlflow" not in a.skip:
-                timer = LogBatchTimer()
+                timer = tracking.WriteTimer()
                 epochs = xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "mlflow",
                                       f"sqlite:///{tmp}/bench-{bs}.db", extra=(f"seed={r}",))
                 # time inside MLflow's writes (end-of-run writes included) / training time of that run

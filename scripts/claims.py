@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from costs import sparse_vs_one_hot  # noqa: E402
-from xentlab import analysis, losses  # noqa: E402
+from xentlab import analysis, losses, tracking  # noqa: E402
 
 SOURCES = {"000": "000_a473c1d443293fe5.txt", "001": "001_431bb6897eaf075d.txt",
            "002": "002_2983a41b686e4aac.txt", "003": "003_5956d47db83be9cf.txt"}
@@ -342,15 +342,10 @@ class Lab:
     """Runs sweeps under one parent MLflow run and reads their runs back."""
 
     def __init__(self, uri: str, scale: Scale, sweeps_dir: Path, data_root: Optional[str], log: Callable[[str], None]):
-        from mlflow import MlflowClient
-
-        self.client, self.uri, self.scale, self.dir, self.log = MlflowClient(uri), uri, scale, sweeps_dir, log
+        self.client, self.uri, self.scale, self.dir, self.log = tracking.client(uri), uri, scale, sweeps_dir, log
         self.data_root = data_root
-        exp = self.client.get_experiment_by_name(EXPERIMENT)
-        self.exp_id = exp.experiment_id if exp else self.client.create_experiment(
-            EXPERIMENT, tags={"mlflow.experimentKind": "custom_model_development"})
-        self.parent = self.client.create_run(self.exp_id, run_name=f"claims report ({scale.name})",
-                                             tags={"claims": "parent", "scale": scale.name}).info.run_id
+        self.parent = tracking.create_run(self.client, EXPERIMENT, f"claims report ({scale.name})",
+                                          {"claims": "parent", "scale": scale.name})
         self._done: dict[str, tuple[str, list[analysis.RunInfo]]] = {}
 
     def sweep(self, name: str, task: str, *grid: str) -> tuple[str, list[analysis.RunInfo]]:
@@ -365,24 +360,19 @@ class Lab:
         start = time.perf_counter()
         self.log(f"  sweep {name}: python run.py -m {' '.join(shown)}")
         proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", *shown, *extra], capture_output=True,
-                              text=True, env={**os.environ, "XENTLAB_PARENT_RUN_ID": self.parent})
-        found = re.search(r"parent run ([0-9a-f]{32})", proc.stdout)
+                              text=True, env={**os.environ, tracking.ENV_PARENT: self.parent})
+        found = tracking.newest_sweep(self.client, under=self.parent)
         if proc.returncode != 0 or not found:
             raise RuntimeError(f"sweep {name} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("xentlab sweep:")), "")
         self.log(f"    {summary} ({time.perf_counter() - start:.0f} s)")
-        self._done[name] = "python run.py -m " + " ".join(shown), analysis.load_runs(self.client, parent=found.group(1))
+        self._done[name] = "python run.py -m " + " ".join(shown), analysis.load_runs(self.client, parent=found)
         return self._done[name]
 
     def finish(self, claims: list[Claim], report: str, status: str = "FINISHED") -> None:
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(f"claim{c.label}/{k}", float(v), now, 0) for c in claims for k, v in c.metrics.items()
-                   if isinstance(v, (int, float)) and math.isfinite(v)]
-        tags = [RunTag(f"claim{c.label}_verdict", c.verdict[:5000]) for c in claims]
-        for i in range(0, max(len(metrics), len(tags)), 200):
-            self.client.log_batch(self.parent, metrics=metrics[i:i + 200], tags=tags[i:i + 200])
+        metrics = {f"claim{c.label}/{k}": float(v) for c in claims for k, v in c.metrics.items()
+                   if isinstance(v, (int, float)) and math.isfinite(v)}
+        tracking.log_values(self.client, self.parent, metrics, {f"claim{c.label}_verdict": c.verdict for c in claims})
         self.client.log_text(self.parent, report, "CLAIMS.md")
         self.client.set_terminated(self.parent, status)
 
@@ -693,8 +683,6 @@ def main(argv: Optional[list[str]] = None) -> list[Claim]:
     ap.add_argument("--sweeps-dir", default="multirun/claims", help="Hydra output folders of the sweeps")
     a = ap.parse_args(argv)
     scale = QUICK if a.quick else FULL
-    from xentlab import tracking
-
     uri = tracking.check_store(a.tracking_uri)  # resolved, created once under its lock
     start = time.perf_counter()
 

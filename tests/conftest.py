@@ -41,8 +41,9 @@ def run_xentlab(*overrides: str, cwd: Path, timeout: float = 600, **popen) -> su
 
 
 def runs_in(store_uri: str):
-    from mlflow import MlflowClient
+    """(client, every run in the store), through xentlab's tracking package."""
+    from xentlab import tracking
 
-    client = MlflowClient(store_uri)
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client, (client.search_runs(exps) if exps else [])
+    client = tracking.client(store_uri)
+    exps = tracking.experiment_ids(client)
+    return client, (tracking.search_all(client, exps) if exps else [])

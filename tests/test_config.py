@@ -62,7 +62,7 @@ def test_typos_and_wrong_types_fail_at_startup(override, match):
 @pytest.mark.parametrize("overrides, match", [
     (["optimizer.lr=-0.1"], "optimizer.lr must be > 0, got -0.1"),
     (["loss.label_smoothing=1.0"], r"label_smoothing must lie in \[0, 1\), got 1.0"),
-    (["loss=mse", "loss.label_smoothing=0.1"], "not loss=mse"),
+    (["loss=mse", "loss.label_smoothing=0.1"], "loss=mse has no label smoothing.*bce, cce, sparse_cce"),
     (["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0"),
     (["data.batch_size=0"], "data.batch_size must be >= 1"),
     (["data.subset=100", "data.batch_size=128"], "larger than data.subset=100"),

@@ -8,7 +8,10 @@ import torch
 
 from conftest import ROOT
 from xentlab import mnist, tasks
-from xentlab.config import DataConfig, MosaicTaskConfig, TaskConfig
+from xentlab.config import DataConfig, TaskConfig
+from xentlab.tasks import binary, multilabel
+from xentlab.tasks import mnist as mnist_task
+from xentlab.tasks.multilabel import MosaicOptions
 
 
 # MNIST's published class sizes (training split, digits 0-9)
@@ -51,17 +54,17 @@ def data_cfg(root, **kw):
 
 
 def test_mnist_splits_and_subset(mnist_root):
-    s = tasks.build_mnist(TaskConfig(name="mnist"), data_cfg(mnist_root, subset=1000))
+    s = mnist_task.build(TaskConfig(name="mnist"), data_cfg(mnist_root, subset=1000))
     assert (len(s.train), len(s.val), len(s.test)) == (1000, 5000, 10000)
     assert s.train.x.shape[1:] == (1, 28, 28) and s.train.x.dtype == torch.float32
     assert abs(float(s.test.x.mean())) < 0.1 and s.train.y.dtype == torch.int64
-    full = tasks.build_mnist(TaskConfig(name="mnist"), data_cfg(mnist_root))
+    full = mnist_task.build(TaskConfig(name="mnist"), data_cfg(mnist_root))
     assert len(full.train) == 55000 and torch.equal(full.train.x[:1000], s.train.x)
 
 
 def test_binary_task_asks_is_the_digit_odd(mnist_root):
-    digits = tasks.build_mnist(TaskConfig(name="mnist"), data_cfg(mnist_root, subset=500))
-    odd = tasks.build_parity(TaskConfig(name="binary"), data_cfg(mnist_root, subset=500))
+    digits = mnist_task.build(TaskConfig(name="mnist"), data_cfg(mnist_root, subset=500))
+    odd = binary.build(TaskConfig(name="binary"), data_cfg(mnist_root, subset=500))
     assert torch.equal(odd.test.y, digits.test.y % 2) and set(odd.train.y.tolist()) == {0, 1}
     spec = tasks.get("binary")
     assert (spec.num_outputs("sigmoid"), spec.num_outputs("none"), spec.num_outputs("softmax")) == (1, 1, 2)
@@ -69,10 +72,10 @@ def test_binary_task_asks_is_the_digit_odd(mnist_root):
 
 def test_mosaics_are_deterministic_and_genuinely_multilabel(mnist_root):
     x, y = mnist.load(mnist_root, train=False)
-    a_img, a_tags = tasks.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
-    b_img, b_tags = tasks.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
+    a_img, a_tags = multilabel.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
+    b_img, b_tags = multilabel.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
     assert torch.equal(a_img, b_img) and torch.equal(a_tags, b_tags)
-    assert not torch.equal(a_tags, tasks.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=8)[1])
+    assert not torch.equal(a_tags, multilabel.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=8)[1])
     counts = a_tags.sum(1)
     assert set(counts.tolist()) == {1.0, 2.0, 3.0} and (counts >= 2).float().mean() > 0.5
     # each non-empty cell is one real image of a tagged digit, and there are as many cells as tags
@@ -88,13 +91,13 @@ def test_mosaics_are_deterministic_and_genuinely_multilabel(mnist_root):
 
 
 def test_multilabel_test_mosaics_come_only_from_the_test_split(mnist_root):
-    cfg = MosaicTaskConfig(name="multilabel", train_size=300, test_size=300)
-    s = tasks.build_multilabel(cfg, data_cfg(mnist_root, val_size=1000))
+    cfg = MosaicOptions(name="multilabel", train_size=300, test_size=300)
+    s = multilabel.build(cfg, data_cfg(mnist_root, val_size=1000))
     assert s.test.x.shape == (300, 1, 56, 56) and s.test.y.shape == (300, 10)
     xt, yt = mnist.load(mnist_root, train=False)
-    img, tags = tasks.mosaics(xt, yt, 300, min_digits=1, max_digits=3, grid=2, seed=cfg.data_seed + 2)
+    img, tags = multilabel.mosaics(xt, yt, 300, min_digits=1, max_digits=3, grid=2, seed=cfg.data_seed + 2)
     assert torch.equal(s.test.y, tags)
-    assert torch.allclose(s.test.x, tasks._normalise(img))
+    assert torch.allclose(s.test.x, mnist_task.normalise(img))
     assert len(s.val) == 1000
 
 

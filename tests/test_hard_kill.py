@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from conftest import DATA_ROOT, ROOT, runs_in
 from xentlab import tracking
+from xentlab.tracking.lightning import Heartbeat
 from xentlab.config import ConfigError
 
 
@@ -37,7 +37,7 @@ def make_run(client, experiment_id, *, status="RUNNING", tags=None, params=None)
 
 @pytest.fixture
 def client(store):
-    return MlflowClient(tracking.check_store(store))
+    return tracking.client(store)
 
 
 def test_stale_means_process_gone_here_or_heartbeat_old_elsewhere(client):
@@ -101,10 +101,10 @@ def test_heartbeat_moves_on_and_reaches_the_sweep_parent(client, store, monkeypa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # flushing sets it; put it back afterwards
     exp = client.create_experiment("beat")
     run, parent = make_run(client, exp), make_run(client, exp)
-    beat = tracking.Heartbeat(client, [run.info.run_id, parent.info.run_id], every=60)
+    beat = Heartbeat(client, [run.info.run_id, parent.info.run_id], every=60)
     before = time.time()
     beat.beat()
-    tracking._flush(store)
+    tracking.flush(store)
     for r in (run, parent):
         assert before - 1 <= float(client.get_run(r.info.run_id).data.tags["heartbeat"]) <= time.time() + 1
 

@@ -142,7 +142,7 @@ def test_sparse_label_smoothing_equals_cce_on_smoothed_one_hot():
     for act in ("softmax", "sigmoid"):
         torch.testing.assert_close(losses.compute("sparse_cce", act, z, y, label_smoothing=0.3),
                                    losses.compute("cce", act, z, one_hot, label_smoothing=0.3), rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="no label smoothing in Keras"):
+    with pytest.raises(ValueError, match="sparse_cce has no label smoothing with numerics=keras"):
         losses.compute("sparse_cce", "softmax", z, y, label_smoothing=0.1, numerics="keras")
     with pytest.raises(ValueError, match="mse.*no label smoothing"):
         losses.compute("mse", "sigmoid", z, one_hot, label_smoothing=0.1)
@@ -165,7 +165,7 @@ def test_sparse_and_one_hot_cce_give_the_same_value():
 @pytest.mark.parametrize(
     "loss, outputs, targets, match",
     [
-        ("sparse_cce", torch.zeros(4, 3), F.one_hot(torch.tensor([0, 1, 2, 0]), 3).float(), "one-hot rows belong to loss='cce'"),
+        ("sparse_cce", torch.zeros(4, 3), F.one_hot(torch.tensor([0, 1, 2, 0]), 3).float(), "one-hot rows belong to loss=bce, cce, mse"),
         ("cce", torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), "integer labels belong to loss='sparse_cce'"),
         ("mse", torch.zeros(3, 3), torch.tensor([0.0, 1.0, 2.0]), "would broadcast them silently"),
         ("bce", torch.zeros(4, 1), torch.tensor([[0], [1], [1], [0]]), "cast them"),
@@ -209,3 +209,11 @@ def test_loss_layer_is_pure_torch():
     code = "import sys, xentlab.losses; bad = [m for m in ('pytorch_lightning', 'lightning', 'mlflow', 'hydra') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_registered_loss_documents_its_formula_with_a_runnable_example():
+    import doctest
+
+    for spec in losses.LOSSES.values():
+        assert ">>> compute(" in type(spec).__doc__, spec.name
+    assert doctest.testmod(losses).failed == 0

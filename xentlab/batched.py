@@ -6,7 +6,7 @@ overhead, not arithmetic. Here the K models' parameters are stacked
 one optimizer steps the stacked tensors. Adam and SGD act elementwise, so every copy
 follows exactly the trajectory it would follow alone: its own initialisation (from its
 seed), its own data order (a generator per seed), its own loss. Each copy is logged to
-its own MLflow run (metric keys ``seed<k>/...`` are routed by ``tracking``).
+its own MLflow run (its metric keys come from ``xentlab.members``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torchmetrics import MeanMetric
 
-from xentlab import losses
+from xentlab import losses, members
 from xentlab.data import DeviceData
 from xentlab.metrics import Yardsticks
 from xentlab.module import NonFiniteLoss, SharedHooks
@@ -116,7 +116,7 @@ class SeedBatchedClassifier(SharedHooks, pl.LightningModule):
         return per_seed.sum()
 
     def _named(self, values: Tensor, key: str) -> dict[str, Tensor]:
-        return {f"seed{s}/{key}": values[i] for i, s in enumerate(self.seeds)}
+        return {members.key(s, key): values[i] for i, s in enumerate(self.seeds)}
 
     def _eval_step(self, stage: str, batch) -> None:
         x, labels, targets = batch
@@ -130,12 +130,8 @@ class SeedBatchedClassifier(SharedHooks, pl.LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         values = {}
         for i, s in enumerate(self.seeds):
-            values[f"seed{s}/{stage}/loss"] = self.stage_loss[stage][i].compute()
-            values.update({f"seed{s}/{stage}/{k}": v for k, v in self.stage_metrics[stage][i].compute().items()})
+            values[members.key(s, f"{stage}/loss")] = self.stage_loss[stage][i].compute()
+            values.update({members.key(s, f"{stage}/{k}"): v for k, v in self.stage_metrics[stage][i].compute().items()})
             self.stage_loss[stage][i].reset()
             self.stage_metrics[stage][i].reset()
         self.log_dict(values)
-
-    def unstacked(self, i: int) -> dict[str, Tensor]:
-        """Seed ``self.seeds[i]``'s weights as an ordinary state dict."""
-        return {n: p[i].detach() for n, p in zip(self._names, self.stacked)}

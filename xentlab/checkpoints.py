@@ -47,7 +47,6 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Resume:
     path: Path
-    config: dict
     run_id: Optional[str]
     epochs_done: int
 
@@ -91,7 +90,7 @@ def load(resume: str, config: Mapping[str, Any], checkpoint_of_run: Callable[[st
     if differences:
         raise ConfigError(f"resume={resume}: the checkpoint belongs to a different experiment; "
                           f"run with its settings. Differences: {'; '.join(differences)}")
-    return Resume(path, record["config"], record["run_id"], int(state.get("epoch", -1)) + 1)
+    return Resume(path, record["run_id"], int(state.get("epoch", -1)) + 1)
 
 
 def _get(config: Mapping[str, Any], dotted: str) -> Any:

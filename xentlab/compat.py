@@ -1,7 +1,8 @@
 """Which output activation goes with which loss on which kind of task, and why.
 
 The table is data: one entry per (task kind, activation, loss) cell, with a status and a
-one-line reason. ``check`` turns a cell into a decision before any training starts:
+one-line reason, hand-written for each loss of the registry (``losses.LOSSES``); a new
+loss brings its rows with :func:`declare`. ``check`` turns a cell into a decision before any training starts:
 ``invalid`` raises :class:`IncompatibleCombination` naming the valid alternatives,
 ``questionable`` returns the reason so the caller can warn and log it. The maths behind
 each cell is in the README's compatibility section.
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Mapping
+
+from xentlab.losses import ACTIVATIONS, LOSSES, get
 
 KINDS = ("binary", "multiclass", "multilabel")
-ACTIVATIONS = ("sigmoid", "softmax", "none")
-LOSSES = ("bce", "cce", "sparse_cce", "mse")
 
 
 class Status(str, Enum):
@@ -82,12 +84,14 @@ TABLE: dict[tuple[str, str, str], Cell] = {
     ("multilabel", "none", "mse"): Cell(Q, "unbounded outputs regressed onto 0/1"),
 }
 
-AUTO_ACTIVATION: dict[str, dict[str, str]] = {
-    # activation=auto: the natural choice for the loss; MSE depends on the task
-    "binary": {"bce": "sigmoid", "cce": "softmax", "sparse_cce": "softmax", "mse": "sigmoid"},
-    "multiclass": {"bce": "sigmoid", "cce": "softmax", "sparse_cce": "softmax", "mse": "softmax"},
-    "multilabel": {"bce": "sigmoid", "cce": "softmax", "sparse_cce": "softmax", "mse": "sigmoid"},
-}
+
+
+def declare(loss: str, cells: Mapping[tuple[str, str], Cell]) -> None:
+    """Add a registered loss's rows: one cell per (task kind, activation), all of them."""
+    want = {(k, a) for k in KINDS for a in ACTIVATIONS}
+    if loss not in LOSSES or set(cells) != want:
+        raise ValueError(f"declare({loss!r}) needs a registered loss and exactly the cells {sorted(want)}")
+    TABLE.update({(k, a, loss): c for (k, a), c in cells.items()})
 
 
 class IncompatibleCombination(ValueError):
@@ -95,8 +99,8 @@ class IncompatibleCombination(ValueError):
 
 
 def resolve_activation(kind: str, activation: str, loss: str) -> str:
-    """Turn ``auto`` into the natural activation for the loss on this kind of task."""
-    return AUTO_ACTIVATION[kind][loss] if activation == "auto" else activation
+    """Turn ``auto`` into the loss's natural activation on this kind of task."""
+    return get(loss).natural_activation[kind] if activation == "auto" else activation
 
 
 def cell(kind: str, activation: str, loss: str) -> Cell:

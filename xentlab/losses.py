@@ -21,22 +21,10 @@ right way:
   operation it recovers the logits, so there sigmoid+BCE and softmax+CCE (and sparse CCE)
   equal ``numerics="stable"`` and CCE on sigmoid outputs becomes softmax CE of the logits.
 
-Losses (Keras conventions; ``reduction="none"`` returns one value per example):
-
-``bce``
-    ``mean_c -[y_c log p_c + (1 - y_c) log(1 - p_c)]``. Targets: float, same shape as
-    ``outputs`` (0/1, multi-hot or soft values in [0, 1]). Label smoothing
-    ``y (1 - s) + s / 2``.
-``cce``
-    ``-sum_c y_c log q_c`` with ``q`` the predicted class distribution. Targets: float
-    one-hot or soft rows, shape ``(N, C)``. Label smoothing ``y (1 - s) + s / C``.
-``sparse_cce``
-    ``-log q_y``. Targets: integer class indices, shape ``(N,)``, ``0 <= y < C``. Label
-    smoothing as ``cce`` on the one-hot target (torch semantics; Keras has none, so it is
-    refused with ``numerics="keras"``).
-``mse``
-    ``mean_c (y_c - p_c)^2``. Targets: float, same shape as ``outputs``. No label
-    smoothing.
+Losses are classes registered in :data:`LOSSES` with :func:`register` (Keras conventions;
+each class's docstring gives its formula, target shape and an example). Everything else
+(the compatibility table's names, ``activation=auto``, config checks, target encoding,
+sweeps over every loss) derives from that registry.
 
 Activations: ``sigmoid`` (independent probabilities), ``softmax`` (one distribution over
 the last axis; refused over a single output, where it is the constant 1), ``none``
@@ -170,18 +158,149 @@ def _keras_log_q(p: Tensor) -> Tensor:
     return torch.log(q.clamp(EPSILON, 1.0 - EPSILON))
 
 
-# --- smoothing, validation, dispatch ---------------------------------------------------
+# --- the registry ----------------------------------------------------------------------
 
 
-def smooth(loss: str, targets: Tensor, label_smoothing: float) -> Tensor:
-    """Keras's label smoothing: BCE y(1-s)+s/2, CCE y(1-s)+s/C. Other losses unchanged."""
-    if label_smoothing == 0.0:
-        return targets
-    if loss == "bce":
-        return targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    if loss == "cce":
-        return targets * (1.0 - label_smoothing) + label_smoothing / targets.shape[-1]
-    return targets
+class Loss:
+    """A loss, declared once. Subclass, set the class attributes, write ``stable`` (and
+    ``keras``), and decorate with :func:`register`.
+
+    ``stable``/``keras`` take (activation, raw outputs, targets, label smoothing) and return
+    one value per example; the targets are already checked against the class attributes.
+    """
+
+    name: str
+    target_format: str  # for error messages: what the targets must look like
+    integer_targets: bool = False  # class indices (N,) rather than float rows shaped like the outputs
+    unit_targets: bool = False  # target values must lie in [0, 1]
+    smoothing_with: tuple[str, ...] = ()  # the numerics that define label smoothing for this loss
+    natural_activation: dict[str, str]  # activation=auto, per task kind
+
+    def stable(self, activation: str, z: Tensor, y: Tensor, s: float) -> Tensor:
+        raise NotImplementedError
+
+    def keras(self, activation: str, z: Tensor, y: Tensor, s: float) -> Tensor:
+        return self.stable(activation, z, y, s)
+
+    def check_options(self, label_smoothing: float, numerics: str) -> None:
+        """Refuse label smoothing where this loss does not define it, naming the losses that do."""
+        if label_smoothing and numerics not in self.smoothing_with:
+            having = [n for n, loss in LOSSES.items() if numerics in loss.smoothing_with]
+            raise ValueError(f"loss={self.name} has no label smoothing with numerics={numerics}; the losses that "
+                             f"have it there: {', '.join(having)}")
+
+
+LOSSES: dict[str, Loss] = {}
+"""Registry of losses by name, in the order they were registered."""
+
+
+def register(cls: type[Loss]) -> type[Loss]:
+    """Class decorator: add a :class:`Loss` to :data:`LOSSES` under its ``name``."""
+    LOSSES[cls.name] = cls()
+    return cls
+
+
+def get(name: str) -> Loss:
+    _check_choice("loss", name, LOSSES)
+    return LOSSES[name]
+
+
+@register
+class BinaryCrossentropy(Loss):
+    """``mean_c -[y_c log p_c + (1 - y_c) log(1 - p_c)]``, ``p = activation(outputs)``.
+
+    Targets: float, same shape as the outputs (0/1, multi-hot or soft values in [0, 1]).
+    Label smoothing ``y (1 - s) + s / 2``.
+
+    >>> compute("bce", "sigmoid", torch.tensor([[0.0, 2.0]]), torch.tensor([[0.0, 1.0]]))
+    tensor(0.4100)
+    """
+
+    name = "bce"
+    target_format = "float targets with the same shape as the outputs (0/1, multi-hot or soft values in [0, 1])"
+    unit_targets = True
+    smoothing_with = ("stable", "keras")
+    natural_activation = {"binary": "sigmoid", "multiclass": "sigmoid", "multilabel": "sigmoid"}
+
+    def stable(self, activation, z, y, s):
+        return _bce_stable(activation, z, _smooth(y, s, 2))
+
+    def keras(self, activation, z, y, s):
+        return _keras_bce(_keras_probs(activation, z), _smooth(y, s, 2))
+
+
+@register
+class CategoricalCrossentropy(Loss):
+    """``-sum_c y_c log q_c``, ``q`` the predicted class distribution.
+
+    Targets: float one-hot or soft rows of shape (N, C). Label smoothing ``y (1 - s) + s / C``.
+
+    >>> compute("cce", "softmax", torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    tensor(0.6931)
+    """
+
+    name = "cce"
+    target_format = "float one-hot (or soft) rows of shape (N, C) that sum to 1"
+    unit_targets = True
+    smoothing_with = ("stable", "keras")
+    natural_activation = {"binary": "softmax", "multiclass": "softmax", "multilabel": "softmax"}
+
+    def stable(self, activation, z, y, s):
+        return _cce_stable(activation, z, _smooth(y, s, z.shape[-1]))
+
+    def keras(self, activation, z, y, s):
+        return -(_smooth(y, s, z.shape[-1]) * _keras_log_q(_keras_probs(activation, z))).sum(-1)
+
+
+@register
+class SparseCategoricalCrossentropy(Loss):
+    """``-log q_y``: CCE with the one-hot target given as its class index.
+
+    Targets: integer class indices of shape (N,), ``0 <= y < C``. Label smoothing as
+    ``cce`` on the one-hot target (torch semantics; Keras has none).
+
+    >>> compute("sparse_cce", "softmax", torch.tensor([[0.0, 0.0]]), torch.tensor([0]))
+    tensor(0.6931)
+    """
+
+    name = "sparse_cce"
+    target_format = "integer class indices of shape (N,) with 0 <= y < C"
+    integer_targets = True
+    smoothing_with = ("stable",)
+    natural_activation = {"binary": "softmax", "multiclass": "softmax", "multilabel": "softmax"}
+
+    def stable(self, activation, z, y, s):
+        return _sparse_cce_stable(activation, z, y, s)
+
+    def keras(self, activation, z, y, s):
+        log_q = _keras_log_q(_keras_probs(activation, z))
+        return -log_q.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+
+@register
+class MeanSquaredError(Loss):
+    """``mean_c (y_c - p_c)^2``, ``p = activation(outputs)``; the same in both numerics.
+
+    Targets: float, same shape as the outputs. No label smoothing.
+
+    >>> compute("mse", "none", torch.tensor([[0.5, 2.0]]), torch.tensor([[0.0, 1.0]]))
+    tensor(0.6250)
+    """
+
+    name = "mse"
+    target_format = "float targets with the same shape as the outputs"
+    natural_activation = {"binary": "sigmoid", "multiclass": "softmax", "multilabel": "sigmoid"}
+
+    def stable(self, activation, z, y, s):
+        return F.mse_loss(ACTIVATIONS[activation](z), y, reduction="none").mean(-1)
+
+
+# --- validation and dispatch -------------------------------------------------------------
+
+
+def _smooth(targets: Tensor, label_smoothing: float, classes: int) -> Tensor:
+    """Keras's label smoothing towards the uniform target over ``classes`` values."""
+    return targets if label_smoothing == 0.0 else targets * (1.0 - label_smoothing) + label_smoothing / classes
 
 
 def validate_targets(loss: str, outputs: Tensor, targets: Tensor, *, check_values: bool = True) -> None:
@@ -190,22 +309,24 @@ def validate_targets(loss: str, outputs: Tensor, targets: Tensor, *, check_value
     Shape and dtype checks are free; ``check_values`` also checks ranges, which needs a
     device-to-host sync, so the training loop validates the whole data set once instead.
     """
-    _check_choice("loss", loss, LOSSES)
+    spec = get(loss)
+    expects = f"loss={loss!r} expects {spec.target_format}"
     given = f"got {_describe(targets)} for outputs of shape {tuple(outputs.shape)}"
     n_out = outputs.shape[-1] if outputs.dim() else 1
-    if loss == "sparse_cce":
+    if spec.integer_targets:
         if targets.is_floating_point() or targets.dtype == torch.bool:
-            hint = " (one-hot rows belong to loss='cce'; use targets.argmax(-1) for sparse_cce)" if (
+            floats = ", ".join(n for n, other in LOSSES.items() if not other.integer_targets)
+            hint = f" (one-hot rows belong to loss={floats}; use targets.argmax(-1) for {loss})" if (
                 targets.shape == outputs.shape
             ) else ""
-            raise ValueError(f"loss='sparse_cce' expects {TARGET_FORMATS[loss]}; {given}{hint}")
+            raise ValueError(f"{expects}; {given}{hint}")
         if tuple(targets.shape) != tuple(outputs.shape[:-1]):
-            raise ValueError(f"loss='sparse_cce' expects {TARGET_FORMATS[loss]}; {given}")
+            raise ValueError(f"{expects}; {given}")
         if check_values and targets.numel():
             lo, hi = int(targets.min()), int(targets.max())
             if lo < 0 or hi >= n_out:
                 raise ValueError(
-                    f"loss='sparse_cce': labels must satisfy 0 <= y < {n_out} (the number of "
+                    f"loss={loss!r}: labels must satisfy 0 <= y < {n_out} (the number of "
                     f"outputs), but they range over [{lo}, {hi}]"
                 )
         return
@@ -216,13 +337,11 @@ def validate_targets(loss: str, outputs: Tensor, targets: Tensor, *, check_value
             if tuple(targets.shape) == tuple(outputs.shape[:-1])
             else " (cast them with targets.float())"
         )
-        raise ValueError(f"loss={loss!r} expects {TARGET_FORMATS[loss]}; {given}{hint}")
+        raise ValueError(f"{expects}; {given}{hint}")
     if tuple(targets.shape) != tuple(outputs.shape):
-        raise ValueError(
-            f"loss={loss!r} expects {TARGET_FORMATS[loss]}; {given}. Shapes must match exactly: "
-            f"torch would broadcast them silently into a wrong loss"
-        )
-    if check_values and loss in ("bce", "cce") and targets.numel():
+        raise ValueError(f"{expects}; {given}. Shapes must match exactly: torch would broadcast them silently "
+                         f"into a wrong loss")
+    if check_values and spec.unit_targets and targets.numel():
         lo, hi = float(targets.min()), float(targets.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"loss={loss!r}: targets must lie in [0, 1], but they range over [{lo:g}, {hi:g}]")
@@ -237,46 +356,14 @@ def _check_choice(kind: str, value: str, valid) -> None:
         raise ValueError(f"unknown {kind} {value!r}; valid choices are: {', '.join(valid)}")
 
 
-def _bce(activation, z, y, s, numerics):
-    y = smooth("bce", y, s)
-    if numerics == "keras":
-        return _keras_bce(_keras_probs(activation, z), y)
-    return _bce_stable(activation, z, y)
-
-
-def _cce(activation, z, y, s, numerics):
-    y = smooth("cce", y, s)
-    if numerics == "keras":
-        return -(y * _keras_log_q(_keras_probs(activation, z))).sum(-1)
-    return _cce_stable(activation, z, y)
-
-
-def _sparse_cce(activation, z, y, s, numerics):
-    if numerics == "keras":
-        if s:
-            raise ValueError(
-                "loss='sparse_cce' has no label smoothing in Keras; use numerics='stable' "
-                "(torch semantics) or loss='cce' with one-hot targets"
-            )
-        log_q = _keras_log_q(_keras_probs(activation, z))
-        return -log_q.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    return _sparse_cce_stable(activation, z, y, s)
-
-
-def _mse(activation, z, y, s, numerics):
-    if s:
-        raise ValueError("loss='mse' has no label smoothing (Keras defines it for bce and cce only)")
-    return F.mse_loss(ACTIVATIONS[activation](z), y, reduction="none").mean(-1)
-
-
-LOSSES: dict[str, Callable[[str, Tensor, Tensor, float, str], Tensor]] = {
-    "bce": _bce,
-    "cce": _cce,
-    "sparse_cce": _sparse_cce,
-    "mse": _mse,
-}
-"""Registry of losses: name -> fn(activation, outputs, targets, label_smoothing, numerics)
-returning one value per example."""
+def check_options(loss: str, activation: str, *, label_smoothing: float = 0.0, numerics: str = "stable") -> None:
+    """Every check of names and options that needs no tensors (run before any data is built)."""
+    spec = get(loss)
+    _check_choice("activation", activation, ACTIVATIONS)
+    _check_choice("numerics", numerics, NUMERICS)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+    spec.check_options(label_smoothing, numerics)
 
 
 def compute(
@@ -295,17 +382,15 @@ def compute(
     ``reduction="mean"`` is the sum over examples divided by their number (Keras's
     default), ``"sum"`` the sum, ``"none"`` one value per example.
     """
-    _check_choice("loss", loss, LOSSES)
-    _check_choice("activation", activation, ACTIVATIONS)
-    _check_choice("numerics", numerics, NUMERICS)
+    check_options(loss, activation, label_smoothing=label_smoothing, numerics=numerics)
     _check_choice("reduction", reduction, REDUCTIONS)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
     if activation == "softmax" and outputs.dim() and outputs.shape[-1] == 1:
         raise ValueError("activation='softmax' over 1 output is the constant 1, so no loss can depend on the "
                          "network: use activation='sigmoid' with 1 output, or 2 outputs with softmax")
     validate_targets(loss, outputs, targets, check_values=check_values)
-    per_example = LOSSES[loss](activation, outputs, targets, float(label_smoothing), numerics)
+    spec = LOSSES[loss]
+    form = spec.keras if numerics == "keras" else spec.stable
+    per_example = form(activation, outputs, targets, float(label_smoothing))
     if reduction == "none":
         return per_example
     return per_example.mean() if reduction == "mean" else per_example.sum()
@@ -314,19 +399,19 @@ def compute(
 def encode_targets(loss: str, labels: Tensor, num_outputs: int) -> Tensor:
     """Turn task labels into the loss's own target format.
 
-    ``labels`` are integer classes (N,) or float multi-hot rows (N, C). ``sparse_cce``
-    takes integer classes as they are; the other losses take float rows shaped like the
+    ``labels`` are integer classes (N,) or float multi-hot rows (N, C). A loss with
+    integer targets takes classes as they are; the others take float rows shaped like the
     outputs: one-hot for classes ((N, 1) 0/1 column for a single output).
     """
-    _check_choice("loss", loss, LOSSES)
+    spec = get(loss)
     if labels.is_floating_point():
-        if loss == "sparse_cce":
+        if spec.integer_targets:
             raise ValueError(
-                f"loss='sparse_cce' expects {TARGET_FORMATS[loss]}, but the task's labels are "
+                f"loss={loss!r} expects {spec.target_format}, but the task's labels are "
                 f"multi-hot rows of shape {tuple(labels.shape)}: several tags cannot be one integer"
             )
         return labels
-    if loss == "sparse_cce":
+    if spec.integer_targets:
         return labels
     if num_outputs == 1:
         return labels.float().unsqueeze(-1)

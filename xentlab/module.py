@@ -104,10 +104,6 @@ class Classifier(SharedHooks, pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def predict_proba(self, x: Tensor) -> Tensor:
-        """The model's prediction: the output activation applied to the raw outputs."""
-        return losses.activate(self.activation, self(x))
-
     def _loss(self, z: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         return losses.compute(
             self.loss_name, self.activation, z, targets, label_smoothing=self.label_smoothing,

@@ -1,8 +1,9 @@
-"""One experiment, in order: check everything, build data and model, train, test, track.
+"""One experiment, in order: plan, build, fit, test, record.
 
 :func:`plan` does every check that needs no data, so a bad config or an invalid
 activation × loss × task cell fails in well under a second, before anything is loaded
-or any MLflow run exists. :func:`run` then trains and returns the test metrics.
+or any MLflow run exists. :func:`run` then goes one way whatever the logger (the tracker
+is MLflow's or the no-op one) and whether one seed or several train as one model.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from xentlab import checkpoints, compat, losses, models, tasks
+from xentlab import checkpoints, compat, losses, members, models, tasks
 from xentlab.config import ConfigError, validate
 from xentlab.data import DeviceData
 from xentlab.metrics import available
 from xentlab.module import Classifier
+from xentlab.tracking import lifecycle, store
 
 log = logging.getLogger(__name__)
 LOGGERS = ("mlflow", "none")
@@ -34,9 +36,20 @@ class Plan:
     task: tasks.TaskSpec
     activation: str
     loss: str
+    numerics: str
     cell: compat.Cell
     num_outputs: int
-    run_name: str
+    seeds: tuple[int, ...]  # the members: one run each
+    batched: bool  # seeds=[...]: the members train as one model
+    run_names: dict[int, str]
+
+    @property
+    def run_name(self) -> str:
+        return self.run_names[self.seeds[0]]
+
+
+def _value(choice: Any) -> str:
+    return str(getattr(choice, "value", choice))
 
 
 def plan(cfg: Any) -> Plan:
@@ -44,15 +57,127 @@ def plan(cfg: Any) -> Plan:
     validate(cfg)
     try:
         spec = tasks.get(cfg.task.name)
+        if spec.check is not None:
+            spec.check(cfg.task)
         activation = compat.resolve_activation(spec.kind, cfg.activation.name, cfg.loss.name)
         cell = compat.check(spec.name, spec.kind, activation, cfg.loss.name)
+        losses.check_options(cfg.loss.name, activation, label_smoothing=cfg.loss.label_smoothing,
+                             numerics=_value(cfg.loss.numerics))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     for kind, name, valid in (("model", cfg.model.name, models.MODELS), ("logger", cfg.logger.name, LOGGERS)):
         if name not in valid:
             raise ConfigError(f"unknown {kind} {name!r}; valid choices are: {', '.join(valid)}")
-    run_name = cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{cfg.seed}"
-    return Plan(spec, activation, cfg.loss.name, cell, spec.num_outputs(activation), run_name)
+    seeds = tuple(cfg.seeds) if cfg.seeds else (cfg.seed,)
+    names = {s: cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{s}" for s in seeds}
+    return Plan(spec, activation, cfg.loss.name, _value(cfg.loss.numerics), cell, spec.num_outputs(activation),
+                seeds, bool(cfg.seeds), names)
+
+
+def describe(cfg: Any, p: Plan, seed: int, output_dir: Optional[str]) -> lifecycle.RunDescription:
+    """Every tag and param of a member's MLflow run (the store adds its git commit and process;
+    the device follows once Lightning has picked it, an error or resume when they happen)."""
+    one = OmegaConf.merge(cfg, {"seed": seed})
+    tags = {
+        "task": p.task.name, "task_kind": p.task.kind, "activation": p.activation,
+        "activation_requested": cfg.activation.name, "loss": p.loss, "num_outputs": p.num_outputs,
+        "combination_status": p.cell.status.value, "combination_reason": p.cell.reason,
+        "metrics_note": _metrics_note(p), "seed": seed,
+    }
+    if p.batched:
+        tags["seed_batch"] = ",".join(map(str, p.seeds))
+    if cfg.trainer.checkpoint:
+        tags["checkpoint"] = str(_checkpoint_dir(output_dir) / checkpoints.LAST)
+    return lifecycle.RunDescription(p.run_names[seed], tags, OmegaConf.to_container(one, resolve=True, enum_to_str=True),
+                                    OmegaConf.to_yaml(one, resolve=True))
+
+
+def _metrics_note(p: Plan) -> str:
+    if p.activation != "none":
+        return "all yardsticks are computed from the activated outputs"
+    missing = sorted(set(p.task.metrics) - set(available(p.task.kind, p.activation)))
+    return f"activation=none: outputs are not probabilities, so {', '.join(missing)} are not logged"
+
+
+def tracker_for(cfg: Any):
+    """MLflow's tracker, or the no-op one for ``logger=none`` and the extra processes of a DDP run."""
+    if cfg.logger.name == "none" or _rank() != 0:
+        return lifecycle.NoTracking()
+    return lifecycle.MlflowTracking(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.stale_after)
+
+
+def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train and test one configuration; return its run name, MLflow run id and test metrics.
+
+    With ``seeds=[...]`` the seeds train together as one batched model (``xentlab.batched``)
+    and the result lists one entry per seed under ``runs``. With ``resume=auto`` a FINISHED
+    earlier run of the same configuration is returned as it is (``already_done``), and a
+    killed or failed one goes on from its checkpoint. ``callbacks`` are extra Lightning
+    callbacks (the benchmark times epochs with one)."""
+    p = plan(cfg)
+    if p.cell.status is compat.Status.QUESTIONABLE:
+        log.warning("questionable combination: activation=%s loss=%s on %s: %s",
+                    p.activation, p.loss, p.task.name, p.cell.reason)
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    tracker = tracker_for(cfg)
+    resume_from = cfg.resume
+    if cfg.resume == "auto":
+        found = tracker.previous(checkpoints.identity(container))
+        if found is not None and found.status == "FINISHED":
+            log.info("already done: MLflow run %s (FINISHED) has this configuration; nothing to train", found.run_id)
+            return {"run_name": p.run_name, "run_id": found.run_id, "combination_status": p.cell.status.value,
+                    "metrics": found.metrics, "already_done": True}
+        resume_from = found.checkpoint if found is not None else None  # it names its MLflow run
+        log.info("resume=auto: %s", f"going on with MLflow run {found.run_id} ({found.status})" if found
+                 else "no earlier run of this configuration; training from the start")
+    resume = checkpoints.load(resume_from, container, _checkpoint_finder(cfg)) if resume_from else None
+    if resume:
+        log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
+                 f", logging into MLflow run {resume.run_id}" if resume.run_id and cfg.logger.name != "none" else "")
+
+    module, data = build(cfg, p)
+    descriptions = {s: describe(cfg, p, s, output_dir) for s in p.seeds}
+    with tracker.open(descriptions, routed=p.batched, resume_run_id=resume.run_id if resume else None) as session:
+        record = checkpoints.RunRecord(container, None if p.batched else session.run_ids[p.seeds[0]])
+        metrics = _fit_and_test(cfg, module, data, output_dir, logger=session.logger, on_device=session.set_tags,
+                                ckpt_path=str(resume.path) if resume else None,
+                                extra_callbacks=[record, *session.callbacks, *callbacks])
+    if not p.batched:
+        return {"run_name": p.run_name, "run_id": session.run_ids[p.seeds[0]],
+                "combination_status": p.cell.status.value, "metrics": metrics}
+    runs = [{"seed": s, "run_name": p.run_names[s], "run_id": session.run_ids[s], "metrics": members.of(metrics, s)}
+            for s in p.seeds]
+    return {"runs": runs, "combination_status": p.cell.status.value}
+
+
+def build(cfg: Any, p: Plan):
+    """The data on the training device, targets in the loss's format, and the module."""
+    pl.seed_everything(p.seeds[0], workers=False, verbose=False)
+    splits = p.task.build(cfg.task, cfg.data)
+    if cfg.data.batch_size > len(splits.train):
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(splits.train)} training examples")
+    targets = {}
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        targets[name] = losses.encode_targets(p.loss, split.y, p.num_outputs)
+        shape = torch.empty((len(split), p.num_outputs), device="meta")
+        losses.validate_targets(p.loss, shape, targets[name])  # once, so training steps need no host sync
+    nets = []
+    for seed in p.seeds:  # each seed's weights exactly as a run with that seed alone draws them
+        pl.seed_everything(seed, workers=False, verbose=False)
+        nets.append(models.build(cfg.model, p.task.input_shape, p.num_outputs))
+    common = dict(kind=p.task.kind, num_classes=p.task.num_classes, loss=p.loss, activation=p.activation,
+                  label_smoothing=cfg.loss.label_smoothing, optimizer=cfg.optimizer, numerics=p.numerics,
+                  check_every=cfg.trainer.log_every_n_steps)
+    batch_sizes = dict(batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size)
+    if p.batched:
+        from xentlab.batched import SeedBatchedClassifier, SeedBatchedData
+
+        return (SeedBatchedClassifier(nets, seeds=p.seeds, **common),
+                SeedBatchedData(splits, targets, seeds=p.seeds, **batch_sizes))
+    net = torch.compile(nets[0]) if cfg.trainer.compile else nets[0]
+    return (Classifier(net, **common),
+            DeviceData(splits, targets["train"], targets["val"], targets["test"], seed=cfg.seed, **batch_sizes))
 
 
 class EpochSummary(Callback):
@@ -70,105 +195,25 @@ class EpochSummary(Callback):
         if not trainer.is_global_zero:  # DDP: one line per epoch, from rank 0
             return
         m = dict(trainer.callback_metrics)
-        if getattr(pl_module, "epoch_loss", None) and pl_module.epoch_loss() is not None and not getattr(
-                pl_module, "seeds", None) and trainer.world_size == 1:
-            m["train/loss"] = pl_module.epoch_loss()
-        shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.startswith(("train/loss", "val/"))
-                         and not k.endswith("_step"))
-        if getattr(pl_module, "seeds", None):  # seed-batched: one accuracy-like figure per seed
-            shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.split("/")[1:2] == ["val"]
-                             and k.endswith(("/acc", "/subset_acc")))
+        if getattr(pl_module, "seeds", None):  # batched: one accuracy-like figure per member
+            shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m)
+                             if (parsed := members.parse(k)) and parsed[1] in ("val/acc", "val/subset_acc"))
+        else:
+            if pl_module.epoch_loss() is not None and trainer.world_size == 1:
+                m["train/loss"] = pl_module.epoch_loss()
+            shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.startswith(("train/loss", "val/"))
+                             and not k.endswith("_step"))
         log.info("epoch %d/%d  %s  (%.1f s)", trainer.current_epoch + 1, trainer.max_epochs, shown,
                  time.perf_counter() - self._t0)
 
 
-def _metrics_note(p: Plan) -> str:
-    if p.activation != "none":
-        return "all yardsticks are computed from the activated outputs"
-    missing = sorted(set(p.task.metrics) - set(available(p.task.kind, p.activation)))
-    return f"activation=none: outputs are not probabilities, so {', '.join(missing)} are not logged"
+class _InterruptRecorder(Callback):
+    """Lightning turns Ctrl-C into ``sys.exit(1)``; remember what really happened."""
 
+    exception: Optional[BaseException] = None
 
-def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """Train and test one configuration; return its run name, MLflow run id and test metrics.
-
-    With ``seeds=[...]`` the seeds train together as one batched model (``xentlab.batched``)
-    and the result lists one entry per seed under ``runs``. With ``resume=auto`` a FINISHED
-    earlier run of the same configuration is returned as it is (``already_done``), and a
-    killed or failed one goes on from its checkpoint. ``callbacks`` are extra Lightning
-    callbacks (the benchmark times epochs with one)."""
-    p = plan(cfg)
-    if p.cell.status is compat.Status.QUESTIONABLE:
-        log.warning("questionable combination: activation=%s loss=%s on %s: %s",
-                    p.activation, p.loss, p.task.name, p.cell.reason)
-    seeds = list(cfg.seeds) if cfg.seeds else [cfg.seed]
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tracking_on = cfg.logger.name != "none" and _rank() == 0
-    resume_from = cfg.resume
-    if tracking_on:
-        from xentlab import tracking
-
-        tracking.check_store(cfg.logger.tracking_uri)  # fail fast, before any data or training time
-        if cfg.resume == "auto":
-            found = tracking.previous_run(cfg.logger.tracking_uri, cfg.logger.experiment,
-                                          checkpoints.identity(container), cfg.logger.stale_after)
-            if found is not None and found.status == "FINISHED":
-                log.info("already done: MLflow run %s (FINISHED) has this configuration; nothing to train",
-                         found.run_id)
-                return {"run_name": p.run_name, "run_id": found.run_id, "combination_status": p.cell.status.value,
-                        "metrics": found.metrics, "already_done": True}
-            resume_from = found.checkpoint if found is not None else None  # it names its MLflow run
-            log.info("resume=auto: %s", f"going on with MLflow run {found.run_id} ({found.status})" if found
-                     else "no earlier run of this configuration; training from the start")
-    resume = checkpoints.load(resume_from, container, _checkpoint_finder(cfg)) if resume_from else None
-    if resume:
-        log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
-                 f", logging into MLflow run {resume.run_id}" if resume.run_id and tracking_on else "")
-    pl.seed_everything(seeds[0], workers=False, verbose=False)
-
-    splits = p.task.build(cfg.task, cfg.data)
-    if cfg.data.batch_size > len(splits.train):
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(splits.train)} training examples")
-    targets = {}
-    for name in ("train", "val", "test"):
-        split = getattr(splits, name)
-        targets[name] = losses.encode_targets(p.loss, split.y, p.num_outputs)
-        shape = torch.empty((len(split), p.num_outputs), device="meta")
-        losses.validate_targets(p.loss, shape, targets[name])  # once, so training steps need no host sync
-    nets = []
-    for seed in seeds:  # each seed's weights exactly as a run with that seed alone draws them
-        pl.seed_everything(seed, workers=False, verbose=False)
-        nets.append(models.build(cfg.model, p.task.input_shape, p.num_outputs))
-    common = dict(kind=p.task.kind, num_classes=p.task.num_classes, loss=p.loss, activation=p.activation,
-                  label_smoothing=cfg.loss.label_smoothing, optimizer=cfg.optimizer,
-                  numerics=str(getattr(cfg.loss.numerics, "value", cfg.loss.numerics)),
-                  check_every=cfg.trainer.log_every_n_steps)
-    batch_sizes = dict(batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size)
-    if cfg.seeds:
-        from xentlab.batched import SeedBatchedClassifier, SeedBatchedData
-
-        module = SeedBatchedClassifier(nets, seeds=seeds, **common)
-        data = SeedBatchedData(splits, targets, seeds=seeds, **batch_sizes)
-    else:
-        module = Classifier(torch.compile(nets[0]) if cfg.trainer.compile else nets[0], **common)
-        data = DeviceData(splits, targets["train"], targets["val"], targets["test"], seed=cfg.seed, **batch_sizes)
-    run_names = {s: cfg.logger.run_name or f"{p.task.name}-{p.activation}-{p.loss}-s{s}" for s in seeds}
-    ckpt_path = str(resume.path) if resume else None
-    if not tracking_on:
-        record = checkpoints.RunRecord(container, resume.run_id if resume else None)
-        metrics = _fit_and_test(cfg, module, data, output_dir, logger=False, ckpt_path=ckpt_path,
-                                extra_callbacks=[record, *callbacks])
-        ids = {s: None for s in seeds}
-    else:
-        metrics, ids = _tracked(cfg, p, module, data, output_dir, callbacks, seeds, run_names,
-                                container=container, resume=resume)
-    if not cfg.seeds:
-        return {"run_name": p.run_name, "run_id": ids[seeds[0]], "combination_status": p.cell.status.value,
-                "metrics": metrics}
-    runs = [{"seed": s, "run_name": run_names[s], "run_id": ids[s],
-             "metrics": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"seed{s}/")}}
-            for s in seeds]
-    return {"runs": runs, "combination_status": p.cell.status.value}
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.exception = exception
 
 
 def _rank() -> int:
@@ -182,61 +227,19 @@ def _checkpoint_finder(cfg):
     def find(run_id: str) -> Optional[str]:
         if cfg.logger.name == "none":
             raise ConfigError(f"resume={run_id} names an MLflow run, but logger=none; give the checkpoint's path")
-        from xentlab import tracking
-
-        return tracking.checkpoint_of(run_id, cfg.logger.tracking_uri)
+        return store.checkpoint_of(run_id, cfg.logger.tracking_uri)
     return find
-
-
-def _tracked(cfg, p: Plan, module, data, output_dir, callbacks, seeds, run_names, *, container,
-             resume: Optional[checkpoints.Resume]):
-    """Fit and test inside one MLflow run per seed; each ends FINISHED, FAILED or KILLED.
-    A resumed run goes on in its own MLflow run."""
-    from contextlib import ExitStack
-
-    from xentlab import tracking
-
-    tags = {
-        "task": p.task.name, "task_kind": p.task.kind, "activation": p.activation,
-        "activation_requested": cfg.activation.name, "loss": p.loss,
-        "num_outputs": p.num_outputs, "combination_status": p.cell.status.value,
-        "combination_reason": p.cell.reason, "metrics_note": _metrics_note(p),
-    }
-    with ExitStack() as stack:
-        runs = {}
-        for s in seeds:
-            one = OmegaConf.merge(cfg, {"seed": s})
-            extra = {"seed_batch": ",".join(map(str, seeds))} if cfg.seeds else {}
-            runs[s] = stack.enter_context(tracking.tracked_run(
-                tracking_uri=cfg.logger.tracking_uri, experiment=cfg.logger.experiment, run_name=run_names[s],
-                tags={**tags, "seed": s, **extra}, config=OmegaConf.to_container(one, resolve=True, enum_to_str=True),
-                config_yaml=OmegaConf.to_yaml(one, resolve=True), resume_run_id=resume.run_id if resume else None))
-        if cfg.trainer.checkpoint:
-            for r in runs.values():
-                r.set_tags({"checkpoint": str(_checkpoint_dir(output_dir) / checkpoints.LAST)})
-        logger = (tracking.SeedRoutingLogger({s: r.logger for s, r in runs.items()}) if cfg.seeds
-                  else runs[seeds[0]].logger)
-
-        def on_device(device_tags):
-            for r in runs.values():
-                r.set_tags(device_tags)
-
-        record = checkpoints.RunRecord(container, runs[seeds[0]].run_id if not cfg.seeds else None)
-        metrics = _fit_and_test(cfg, module, data, output_dir, logger=logger, on_device=on_device,
-                                ckpt_path=str(resume.path) if resume else None,
-                                extra_callbacks=[record, *(r.recorder for r in runs.values()),
-                                                 *(r.heartbeat for r in runs.values()), *callbacks])
-        return metrics, {s: r.run_id for s, r in runs.items()}
 
 
 def _checkpoint_dir(output_dir: Optional[str]) -> Path:
     return (Path(output_dir or ".") / "checkpoints").resolve()
 
 
-def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_device=None,
+def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_device,
                   ckpt_path: Optional[str] = None) -> dict[str, float]:
     t = cfg.trainer
-    callbacks: list[Callback] = [EpochSummary(), *extra_callbacks]
+    interrupt = _InterruptRecorder()
+    callbacks: list[Callback] = [EpochSummary(), interrupt, *extra_callbacks]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.checkpoint:
@@ -253,16 +256,20 @@ def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_
         # Lightning sets this for fork safety on GPU machines; with no GPU at all it only makes
         # every Adam step re-probe NVML (a dlopen, ~0.1 ms a step on CPU).
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-    if on_device is not None:
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        on_device({"device": str(device), "device_name": name})
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - start
-    final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
-    (results,) = trainer.test(module, datamodule=data, verbose=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    on_device({"device": str(device), "device_name": name})
+    try:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        train_seconds = time.perf_counter() - start
+        final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
+        (results,) = trainer.test(module, datamodule=data, verbose=True)
+    except SystemExit:
+        if isinstance(interrupt.exception, KeyboardInterrupt):
+            raise interrupt.exception from None
+        raise
     seeds = getattr(module, "seeds", None)
-    timing = {f"seed{s}/train_seconds": train_seconds for s in seeds} if seeds else {"train_seconds": train_seconds}
+    timing = {members.key(s, "train_seconds"): train_seconds for s in seeds} if seeds else {"train_seconds": train_seconds}
     if logger:
         logger.log_metrics(timing, step=0)
     return {**final_val, **{k: float(v) for k, v in results.items()}, **timing}

@@ -1,11 +1,8 @@
-"""The one module that talks to MLflow (besides the entry point).
+"""The MLflow store, without Lightning: where it is, experiments, runs, sweep parents, stale runs.
 
-:func:`tracked_run` owns a run's life: it creates the run with its tags, params and the
-resolved config, hands Lightning a logger bound to it, and always ends it with a final
-status: FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C, SIGTERM). A run
-is never left RUNNING by a crash of ours. What no handler sees (``kill -9``, the
-out-of-memory killer, a lost node) is caught afterwards: every run records its host, process
-id and a heartbeat, and :func:`stale_runs` finds the RUNNING runs that can no longer be alive.
+Scripts and tests reach MLflow through this module (``xentlab.tracking`` re-exports it);
+the Lightning side (``tracking.lightning``) and a training run's life (``tracking.lifecycle``)
+build on it.
 """
 
 from __future__ import annotations
@@ -13,133 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
-
-from pytorch_lightning import Callback
-from pytorch_lightning.loggers import Logger, MLFlowLogger
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from typing import Any, Mapping, Optional
 
 from xentlab.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-class EpochStepMLFlowLogger(MLFlowLogger):
-    """MLFlowLogger whose per-epoch metrics use the epoch as their step.
-
-    Lightning logs everything against the global step and names on-epoch aggregates
-    ``<key>_epoch``; here ``train/loss_step`` keeps the global step (a curve inside each
-    epoch) and every other metric is logged under its plain name with step = epoch, so
-    runs with different batch sizes line up in the MLflow UI. Step points go through
-    MLflow's background queue; epoch values are written before the call returns, so a
-    process killed outright (``kill -9``) never leaves a checkpoint of an epoch whose
-    validation metrics the store lacks. The run's final status is set by
-    :func:`tracked_run`, not by Lightning.
-    """
-
-    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        metrics = dict(metrics)
-        epoch = metrics.pop("epoch", None)
-        per_step = {k: v for k, v in metrics.items() if k.endswith("_step")}
-        per_epoch = {k.removesuffix("_epoch"): v for k, v in metrics.items() if k not in per_step}
-        if per_step:
-            super().log_metrics(per_step, step)
-        if per_epoch:  # a few values an epoch, written at once: in the store before the epoch's checkpoint
-            queued, self._log_batch_kwargs = self._log_batch_kwargs, {"synchronous": True}
-            try:
-                super().log_metrics(per_epoch, int(epoch) if epoch is not None else step)
-            finally:
-                self._log_batch_kwargs = queued
-
-    def finalize(self, status: str = "success") -> None:
-        pass
-
-
-class SeedRoutingLogger(Logger):
-    """One Lightning logger for a seed-batched model: ``seed<k>/<key>`` goes to seed k's run."""
-
-    def __init__(self, loggers: Mapping[int, EpochStepMLFlowLogger]):
-        super().__init__()
-        self.loggers = dict(loggers)
-
-    @property
-    def name(self) -> str:
-        return "xentlab-seeds"
-
-    @property
-    def version(self) -> str:
-        return "0"
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass  # each run got its own config when it was created
-
-    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        per_seed: dict[int, dict[str, float]] = {}
-        for key, value in metrics.items():
-            head, _, rest = key.partition("/")
-            if head.startswith("seed") and head[4:].isdigit():
-                per_seed.setdefault(int(head[4:]), {})[rest] = value
-        for seed, values in per_seed.items():
-            if "epoch" in metrics:
-                values["epoch"] = metrics["epoch"]
-            self.loggers[seed].log_metrics(values, step)
-
-
-class Terminated(BaseException):
-    """SIGTERM outside Lightning's loops: unwind like Ctrl-C so the run is marked KILLED."""
-
-
-class _ExceptionRecorder(Callback):
-    """Lightning turns Ctrl-C into ``sys.exit(1)``; remember what really happened."""
-
-    def __init__(self) -> None:
-        self.exception: Optional[BaseException] = None
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self.exception = exception
-
-
-class Heartbeat(Callback):
-    """Refreshes the ``heartbeat`` tag of a run (and of its sweep's parent) at the end of every
-    epoch and every ``every`` seconds within a long one, so that a run whose process died on
-    another host can be told from a live one (:func:`stale_reason`)."""
-
-    def __init__(self, client, run_ids: list[str], every: float = 60.0):
-        self.client, self.run_ids, self.every = client, run_ids, every
-        self._next = time.monotonic() + every
-
-    def beat(self) -> None:
-        from mlflow.entities import RunTag
-
-        now = RunTag("heartbeat", f"{time.time():.0f}")
-        for run_id in self.run_ids:  # queued like the metrics: training never waits on the store
-            self.client.log_batch(run_id, tags=[now], synchronous=False)
-        self._next = time.monotonic() + self.every
-
-    def on_train_batch_end(self, *args: Any) -> None:
-        if time.monotonic() >= self._next:
-            self.beat()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.beat()
-
-
-class Run:
-    def __init__(self, client, run_id: str, logger: EpochStepMLFlowLogger):
-        self.client, self.run_id, self.logger = client, run_id, logger
-        self.recorder = _ExceptionRecorder()
-        parent = os.environ.get(ENV_PARENT)
-        self.heartbeat = Heartbeat(client, [run_id, parent] if parent else [run_id])
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        set_tags(self.client, self.run_id, tags)
 
 
 def set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -153,10 +34,10 @@ def process_tags() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(os.getpid()), "heartbeat": f"{time.time():.0f}"}
 
 
-def _create_run(client, experiment: str, name: str, tags: Mapping[str, Any]) -> str:
+def create_run(client, experiment: str, name: str, tags: Mapping[str, Any]) -> str:
     """A new run in ``experiment`` (created if needed), tagged with the code's git commit and its process."""
     all_tags = {"mlflow.source.git.commit": git_commit(), **process_tags(), **tags}
-    return client.create_run(_experiment_id(client, experiment), run_name=name,
+    return client.create_run(experiment_id(client, experiment), run_name=name,
                              tags={k: str(v) for k, v in all_tags.items()}).info.run_id
 
 
@@ -180,12 +61,8 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _status_of(exc: BaseException, recorded: Optional[BaseException]) -> str:
-    cause = recorded if isinstance(exc, SystemExit) and recorded is not None else exc
-    return "KILLED" if isinstance(cause, (KeyboardInterrupt, SIGTERMException, Terminated)) else "FAILED"
-
-
-def _experiment_id(client, name: str) -> str:
+def experiment_id(client, name: str) -> str:
+    """The id of experiment ``name``, created (or restored) if needed."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
         from mlflow.exceptions import MlflowException
@@ -329,14 +206,14 @@ def start_sweep(*, tracking_uri: Optional[str], experiment: str, name: str, tags
 
     uri = check_store(tracking_uri)
     client = MlflowClient(uri)
-    experiment_id = _experiment_id(client, experiment)
-    end_stale(client, stale_runs(client, [experiment_id], stale_after), by="the start of a sweep")
+    exp_id = experiment_id(client, experiment)
+    end_stale(client, stale_runs(client, [exp_id], stale_after), by="the start of a sweep")
     outer = {"mlflow.parentRunId": os.environ[ENV_PARENT]} if os.environ.get(ENV_PARENT) else {}  # e.g. claims.py
-    parent = _earlier_sweep(client, experiment_id, str(tags.get("sweep_overrides", ""))) if resume else None
+    parent = _earlier_sweep(client, exp_id, str(tags.get("sweep_overrides", ""))) if resume else None
     if parent is None:
-        parent = _create_run(client, experiment, name, {"sweep": "parent", **tags, **outer})
+        parent = create_run(client, experiment, name, {"sweep": "parent", **tags, **outer})
     else:
-        _reopen(client, parent)
+        reopen(client, parent)
         log.info("continuing sweep: parent run %s", parent)
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment, ENV_PARENT: parent})
     log.info("sweep parent run %s in experiment %r at %s", parent, experiment, uri)
@@ -347,15 +224,15 @@ def _sweep_key(overrides: str) -> list[str]:
     return sorted(o for o in overrides.split() if not o.startswith("resume="))
 
 
-def _earlier_sweep(client, experiment_id: str, overrides: str) -> Optional[str]:
+def _earlier_sweep(client, exp_id: str, overrides: str) -> Optional[str]:
     """The newest ended parent run of a sweep with the same overrides (``resume=`` aside)."""
-    for run in search_all(client, [experiment_id], "tags.sweep = 'parent' and attributes.status != 'RUNNING'"):
+    for run in search_all(client, [exp_id], "tags.sweep = 'parent' and attributes.status != 'RUNNING'"):
         if _sweep_key(run.data.tags.get("sweep_overrides", "")) == _sweep_key(overrides):
             return run.info.run_id
     return None
 
 
-def _reopen(client, run_id: str, parent: Optional[str] = None) -> None:
+def reopen(client, run_id: str, parent: Optional[str] = None) -> None:
     """Mark an ended run RUNNING again, in this process, counting how often that happened."""
     before = client.get_run(run_id)
     client.update_run(run_id, status="RUNNING")
@@ -488,7 +365,35 @@ def end_sweep_if_running(parent: str, status: str) -> None:
         log.error("could not end sweep parent run %s: %s", parent, exc)
 
 
-def _flush(uri: str) -> None:
+
+def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    """Nested params flattened to dotted keys, in the batches MLflow accepts."""
+    from mlflow.entities import Param
+
+    flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+    for i in range(0, len(flat), 100):
+        client.log_batch(run_id, params=flat[i:i + 100])
+
+
+def log_values(client, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any], step: int = 0) -> None:
+    """Metrics (at ``step``) and tags, in the batches MLflow accepts."""
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    ms = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    ts = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    for i in range(0, max(len(ms), len(ts)), 200):
+        client.log_batch(run_id, metrics=ms[i:i + 200], tags=ts[i:i + 200])
+
+
+def newest_sweep(client, under: str) -> Optional[str]:
+    """The newest sweep parent run whose own parent is run ``under`` (e.g. a claims report's)."""
+    exp = client.get_run(under).info.experiment_id
+    found = search_all(client, [exp], f"tags.sweep = 'parent' and tags.mlflow.parentRunId = '{under}'")
+    return found[0].info.run_id if found else None
+
+
+def flush(uri: str) -> None:
     """Wait until MLflow's async queue for this store has written everything."""
     import mlflow
 
@@ -496,63 +401,25 @@ def _flush(uri: str) -> None:
     mlflow.flush_async_logging()
 
 
-@contextmanager
-def tracked_run(*, tracking_uri: Optional[str], experiment: str, run_name: str, tags: Mapping[str, Any],
-                config: Mapping[str, Any], config_yaml: str, resume_run_id: Optional[str] = None) -> Iterator[Run]:
-    """Create an MLflow run (or reopen ``resume_run_id``) and guarantee it ends with a final status."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Param
+class WriteTimer:
+    """Adds up the wall time spent in MLflow's ``log_batch`` (every metric, param and tag write)
+    until :meth:`close`; the benchmark reports it as the share of an epoch spent logging."""
 
-    uri = resolve_uri(tracking_uri)
-    experiment = os.environ.get(ENV_EXPERIMENT, experiment)  # a sweep keeps its runs together
-    client = MlflowClient(uri)
-    parent = {"mlflow.parentRunId": os.environ[ENV_PARENT]} if os.environ.get(ENV_PARENT) else {}
-    if resume_run_id:
-        run_id = resume_run_id
-        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
-        _reopen(client, run_id, parent=os.environ.get(ENV_PARENT))  # a continued sweep adopts it
-    else:
-        run_id = _create_run(client, experiment, run_name, {**tags, **parent})
-    log.info("MLflow run %s (%s) in experiment %r at %s", run_name, run_id, experiment, uri)
+    def __init__(self):
+        from mlflow import MlflowClient
 
-    # Step metrics go through MLflow's background queue (synchronous=False) so training steps never
-    # wait on the store; the queue is flushed before the run gets its final status.
-    run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
-                                                    synchronous=False))
-    previous = signal.getsignal(signal.SIGTERM)
+        self.cls, self.original, self.seconds = MlflowClient, MlflowClient.log_batch, 0.0
+        timer = self
 
-    def on_sigterm(signum, frame):
-        raise Terminated("SIGTERM")
+        def timed(client, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return timer.original(client, *args, **kwargs)
+            finally:
+                timer.seconds += time.perf_counter() - t0
 
-    in_main_thread = True
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        in_main_thread = False
-    try:
-        if not resume_run_id:  # params are immutable: a resumed run keeps its own
-            params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
-            for i in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[i:i + 100])
-        client.log_text(run_id, config_yaml, "config.yaml")
-        yield run
-    except BaseException as exc:
-        status = _status_of(exc, run.recorder.exception)
-        cause = run.recorder.exception if isinstance(exc, SystemExit) and run.recorder.exception else exc
-        try:
-            _flush(uri)
-            run.set_tags({"error": (f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)[:5000]})
-            client.set_terminated(run_id, status)
-            log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(cause).__name__, cause)
-        except Exception as inner:  # the store itself may be the problem; keep the original error
-            log.error("could not mark MLflow run %s as %s: %s", run_id, status, inner)
-        exc.xentlab_run_id = run_id  # type: ignore[attr-defined]  # lets a sweep record which run failed
-        if status == "KILLED":
-            raise SystemExit(130) from exc  # the shell's code for "stopped by a signal"
-        raise
-    else:
-        _flush(uri)
-        client.set_terminated(run_id, "FINISHED")
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        self.cls.log_batch = timed
+
+    def close(self) -> float:
+        self.cls.log_batch = self.original
+        return self.seconds

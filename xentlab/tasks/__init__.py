@@ -1,0 +1,84 @@
+"""Tasks: what the data is, what a label looks like, how many outputs a model needs.
+
+A task is one module of this package: its options (a dataclass, if it has any beyond
+``name``), its data builder, and the :func:`task` decorator that registers both, here
+and as the Hydra choice ``task=<name>``. The builder returns train/val/test tensors with
+labels in the task's own format (integer classes, or multi-hot rows for multi-label
+tagging). Tasks know nothing of losses' target formats (see ``losses.encode_targets``)
+or of tracking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from hydra.core.config_store import ConfigStore
+from torch import Tensor
+
+from xentlab.config import TaskConfig
+
+
+@dataclass
+class Split:
+    x: Tensor  # float (N, *input_shape)
+    y: Tensor  # int (N,) class labels, or float (N, C) multi-hot tags
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # "binary" | "multiclass" | "multilabel"
+    input_shape: tuple[int, ...]
+    num_classes: int  # classes, or tags for multilabel
+    build: Callable[[Any, Any], Splits]
+    check: Optional[Callable[[Any], None]] = None  # raises ConfigError on bad task options, before any data
+
+    def num_outputs(self, activation: str) -> int:
+        """Binary tasks use one output (sigmoid/none) or two (softmax); others one per class."""
+        if self.kind == "binary":
+            return 2 if activation == "softmax" else 1
+        return self.num_classes
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        from xentlab.metrics import YARDSTICKS
+
+        return YARDSTICKS[self.kind]
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def task(name: str, *, kind: str, input_shape: tuple[int, ...], num_classes: int,
+         options: type[TaskConfig] = TaskConfig, check: Optional[Callable[[Any], None]] = None):
+    """Register ``fn(task_cfg, data_cfg) -> Splits`` as the task ``name``, with ``options``
+    (a :class:`TaskConfig` dataclass) as its typed Hydra config ``task=<name>``."""
+
+    def register(fn: Callable[[Any, Any], Splits]) -> Callable[[Any, Any], Splits]:
+        TASKS[name] = TaskSpec(name, kind, input_shape, num_classes, fn, check)
+        ConfigStore.instance().store(group="task", name=name, node=options(name=name))
+        return fn
+
+    return register
+
+
+def get(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid choices are: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+
+
+from xentlab.tasks import mnist, binary, multilabel  # noqa: E402,F401  (the built-in tasks register themselves)

@@ -1,0 +1,68 @@
+"""The one way to MLflow, in three parts.
+
+* ``tracking.store`` (re-exported here; imports no Lightning): where the store is and
+  whether it works, experiments, runs and their tags and params, sweep parents, stale runs.
+* ``tracking.lightning``: MLflow as Lightning's logger, one logger for K members, heartbeats.
+* ``tracking.lifecycle``: a training run's life from creation to final status, and the
+  no-op tracker for ``logger=none``.
+"""
+
+from xentlab.tracking.store import (
+    ENV_EXPERIMENT,
+    ENV_PARENT,
+    ENV_URI,
+    Previous,
+    TrackingUnavailable,
+    WriteTimer,
+    check_store,
+    checkpoint_of,
+    client,
+    create_run,
+    end_stale,
+    end_sweep,
+    end_sweep_if_running,
+    experiment_id,
+    experiment_ids,
+    flatten,
+    flush,
+    log_params,
+    log_values,
+    newest_sweep,
+    previous_run,
+    resolve_uri,
+    search_all,
+    set_tags,
+    stale_reason,
+    stale_runs,
+    start_sweep,
+)
+
+__all__ = [
+    "ENV_EXPERIMENT",
+    "ENV_PARENT",
+    "ENV_URI",
+    "Previous",
+    "TrackingUnavailable",
+    "WriteTimer",
+    "check_store",
+    "checkpoint_of",
+    "client",
+    "create_run",
+    "end_stale",
+    "end_sweep",
+    "end_sweep_if_running",
+    "experiment_id",
+    "experiment_ids",
+    "flatten",
+    "flush",
+    "log_params",
+    "log_values",
+    "newest_sweep",
+    "previous_run",
+    "resolve_uri",
+    "search_all",
+    "set_tags",
+    "stale_reason",
+    "stale_runs",
+    "start_sweep",
+]

@@ -1,0 +1,140 @@
+"""A training run's life in MLflow, and the same path with nothing recorded.
+
+Training sees one interface whatever the logger: ``tracker.open(descriptions)`` yields a
+:class:`Session` (the Lightning logger and callbacks, one run id per member).
+:class:`MlflowTracking` creates each run with everything :class:`RunDescription` says
+and always ends it with a final status: FINISHED, FAILED (with the error as a tag) or
+KILLED (``interrupts.interrupted``). A run is never left RUNNING by a crash of ours; what
+no handler sees (``kill -9``, the out-of-memory killer, a lost node) is caught afterwards
+through the host, process id and heartbeat every run records (``store.stale_runs``).
+:class:`NoTracking` is ``logger=none``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+from xentlab import interrupts
+from xentlab.tracking import store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunDescription:
+    """Everything recorded about a run when it is created."""
+
+    name: str
+    tags: Mapping[str, Any]
+    config: Mapping[str, Any]  # logged as params, flattened to dotted keys
+    config_yaml: str
+
+
+@dataclass
+class Session:
+    """What training needs from the tracker while the runs are open."""
+
+    logger: Any  # a Lightning logger, or False
+    run_ids: dict[int, Optional[str]]
+    callbacks: list = field(default_factory=list)
+    set_tags: Callable[[Mapping[str, Any]], None] = lambda tags: None  # on every run of the session
+
+
+class NoTracking:
+    """``logger=none`` (and the extra processes of a DDP run): the same path, nothing recorded."""
+
+    def previous(self, identity: Mapping[str, Any]) -> Optional[store.Previous]:
+        return None
+
+    @contextmanager
+    def open(self, descriptions: Mapping[int, RunDescription], *, routed: bool,
+             resume_run_id: Optional[str] = None) -> Iterator[Session]:
+        yield Session(False, {m: None for m in descriptions})
+
+
+class MlflowTracking:
+    """One MLflow run per member, in the sweep's experiment and under its parent when in a sweep."""
+
+    def __init__(self, tracking_uri: Optional[str], experiment: str, stale_after: float):
+        self.uri = store.check_store(tracking_uri)  # fail fast, before any data or training time
+        self.experiment = os.environ.get(store.ENV_EXPERIMENT, experiment)  # a sweep keeps its runs together
+        self.stale_after = stale_after
+
+    def previous(self, identity: Mapping[str, Any]) -> Optional[store.Previous]:
+        """``resume=auto``: the earlier run of this configuration (``store.previous_run``)."""
+        return store.previous_run(self.uri, self.experiment, identity, self.stale_after)
+
+    @contextmanager
+    def open(self, descriptions: Mapping[int, RunDescription], *, routed: bool,
+             resume_run_id: Optional[str] = None) -> Iterator[Session]:
+        """A run per member; ``routed``: the model logs every member's keys (``xentlab.members``)."""
+        from xentlab.tracking.lightning import MemberRoutingLogger
+
+        with ExitStack() as stack:
+            runs = {m: stack.enter_context(tracked_run(self.uri, self.experiment, d, resume_run_id))
+                    for m, d in descriptions.items()}
+            logger = MemberRoutingLogger({m: r.logger for m, r in runs.items()}) if routed else next(
+                iter(runs.values())).logger
+
+            def set_tags(tags: Mapping[str, Any]) -> None:
+                for r in runs.values():
+                    store.set_tags(r.client, r.run_id, tags)
+
+            yield Session(logger, {m: r.run_id for m, r in runs.items()}, [r.heartbeat for r in runs.values()],
+                          set_tags)
+
+
+class Run:
+    def __init__(self, client, run_id: str, logger):
+        from xentlab.tracking.lightning import Heartbeat
+
+        self.client, self.run_id, self.logger = client, run_id, logger
+        parent = os.environ.get(store.ENV_PARENT)
+        self.heartbeat = Heartbeat(client, [run_id, parent] if parent else [run_id])
+
+
+@contextmanager
+def tracked_run(uri: str, experiment: str, description: RunDescription,
+                resume_run_id: Optional[str] = None) -> Iterator[Run]:
+    """Create an MLflow run (or reopen ``resume_run_id``) and guarantee it ends with a final status."""
+    from mlflow import MlflowClient
+
+    from xentlab.tracking.lightning import EpochStepMLFlowLogger
+
+    client = MlflowClient(uri)
+    parent = {"mlflow.parentRunId": os.environ[store.ENV_PARENT]} if os.environ.get(store.ENV_PARENT) else {}
+    if resume_run_id:
+        run_id = resume_run_id
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+        store.reopen(client, run_id, parent=os.environ.get(store.ENV_PARENT))  # a continued sweep adopts it
+    else:
+        run_id = store.create_run(client, experiment, description.name, {**description.tags, **parent})
+    log.info("MLflow run %s (%s) in experiment %r at %s", description.name, run_id, experiment, uri)
+    # Step metrics go through MLflow's background queue (synchronous=False) so training steps never
+    # wait on the store; the queue is flushed before the run gets its final status.
+    run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
+                                                    synchronous=False))
+    try:
+        if not resume_run_id:  # params are immutable: a resumed run keeps its own
+            store.log_params(client, run_id, description.config)
+        client.log_text(run_id, description.config_yaml, "config.yaml")
+        yield run
+    except BaseException as exc:
+        status = "KILLED" if interrupts.interrupted(exc) else "FAILED"
+        try:
+            store.flush(uri)
+            store.set_tags(client, run_id, {"error": (f"{type(exc).__name__}: {exc}" if str(exc)
+                                                      else type(exc).__name__)[:5000]})
+            client.set_terminated(run_id, status)
+            log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(exc).__name__, exc)
+        except Exception as inner:  # the store itself may be the problem; keep the original error
+            log.error("could not mark MLflow run %s as %s: %s", run_id, status, inner)
+        exc.xentlab_run_id = run_id  # type: ignore[attr-defined]  # lets a sweep record which run failed
+        raise
+    else:
+        store.flush(uri)
+        client.set_terminated(run_id, "FINISHED")
