@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import compare  # noqa: E402
-
-METRIC = {"multilabel": "val/subset_acc"}
+from xentlab import losses, tasks  # noqa: E402
+from xentlab.analysis import rank_by  # noqa: E402
 
 
 def sweep(*overrides: str) -> None:
@@ -35,7 +35,7 @@ def sweep(*overrides: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="mnist")
-    ap.add_argument("--losses", default="bce,cce,sparse_cce,mse")
+    ap.add_argument("--losses", default=",".join(losses.LOSSES), help="default: every registered loss")
     ap.add_argument("--trials", type=int, default=8, help="Optuna trials per loss")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--name", help="experiment name (default tuned_<task>)")
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     name = a.name or f"tuned_{a.task}"
     out = a.out or ROOT / "multirun" / time.strftime("tune-%Y-%m-%d_%H-%M-%S")
-    metric = METRIC.get(a.task, "val/acc")
+    metric = f"val/{rank_by(tasks.get(a.task).kind)}"
     common = [f"task={a.task}", *a.overrides]
     best = {}
     for loss in a.losses.split(","):
