@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from conftest import DATA_ROOT, ROOT, runs_in
@@ -57,6 +58,7 @@ def run_with_plugin(tmp_path, module: str, source: str, argv: list[str]) -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_loss_declared_outside_the_package_trains_end_to_end_through_run_py(tmp_path, mnist_root, store):
     (tmp_path / "conf" / "loss").mkdir(parents=True)
     (tmp_path / "conf" / "loss" / "squared_hinge.yaml").write_text("name: squared_hinge\n")
@@ -118,6 +120,7 @@ def build(task_cfg, data_cfg) -> Splits:
 '''
 
 
+@pytest.mark.slow
 def test_a_task_declared_outside_the_package_is_a_hydra_choice_and_trains(tmp_path, store):
     argv = ["run.py", "task=half_space", "task.train_size=3000", "loss=bce", "model.hidden=[32]",
             "optimizer.lr=0.01", "trainer.max_epochs=5", "trainer.progress_bar=false", f"logger.tracking_uri={store}",

@@ -139,7 +139,8 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
     descriptions = {s: describe(cfg, p, s, output_dir) for s in p.seeds}
     with tracker.open(descriptions, routed=p.batched, resume_run_id=resume.run_id if resume else None) as session:
         record = checkpoints.RunRecord(container, None if p.batched else session.run_ids[p.seeds[0]])
-        metrics = _fit_and_test(cfg, module, data, output_dir, logger=session.logger, on_device=session.set_tags,
+        metrics = _fit_and_test(cfg, p, module, data, output_dir, logger=session.logger,
+                                on_device=session.set_tags,
                                 ckpt_path=str(resume.path) if resume else None,
                                 extra_callbacks=[record, *session.callbacks, *callbacks])
     if not p.batched:
@@ -183,6 +184,9 @@ def build(cfg: Any, p: Plan):
 class EpochSummary(Callback):
     """One line per epoch, also where progress bars are off (sweeps, CI logs)."""
 
+    def __init__(self, batched: bool):
+        self.batched = batched
+
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             log.info("training started: %d steps per epoch on %s%s", trainer.num_training_batches,
@@ -195,7 +199,7 @@ class EpochSummary(Callback):
         if not trainer.is_global_zero:  # DDP: one line per epoch, from rank 0
             return
         m = dict(trainer.callback_metrics)
-        if getattr(pl_module, "seeds", None):  # batched: one accuracy-like figure per member
+        if self.batched:  # one accuracy-like figure per member
             shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m)
                              if (parsed := members.parse(k)) and parsed[1] in ("val/acc", "val/subset_acc"))
         else:
@@ -235,11 +239,11 @@ def _checkpoint_dir(output_dir: Optional[str]) -> Path:
     return (Path(output_dir or ".") / "checkpoints").resolve()
 
 
-def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_device,
+def _fit_and_test(cfg, p: Plan, module, data, output_dir, *, logger, extra_callbacks, on_device,
                   ckpt_path: Optional[str] = None) -> dict[str, float]:
     t = cfg.trainer
     interrupt = _InterruptRecorder()
-    callbacks: list[Callback] = [EpochSummary(), interrupt, *extra_callbacks]
+    callbacks: list[Callback] = [EpochSummary(p.batched), interrupt, *extra_callbacks]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.checkpoint:
@@ -268,8 +272,8 @@ def _fit_and_test(cfg, module, data, output_dir, *, logger, extra_callbacks, on_
         if isinstance(interrupt.exception, KeyboardInterrupt):
             raise interrupt.exception from None
         raise
-    seeds = getattr(module, "seeds", None)
-    timing = {members.key(s, "train_seconds"): train_seconds for s in seeds} if seeds else {"train_seconds": train_seconds}
+    timing = ({members.key(s, "train_seconds"): train_seconds for s in p.seeds} if p.batched
+              else {"train_seconds": train_seconds})
     if logger:
         logger.log_metrics(timing, step=0)
     return {**final_val, **{k: float(v) for k, v in results.items()}, **timing}
