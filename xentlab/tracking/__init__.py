@@ -7,7 +7,7 @@
   no-op tracker for ``logger=none``.
 """
 
-from xentlab.tracking.store import (
+from xentlab.tracking.store import (  # noqa: F401  (the package's public face)
     ENV_EXPERIMENT,
     ENV_PARENT,
     ENV_URI,
@@ -37,32 +37,3 @@ from xentlab.tracking.store import (
     start_sweep,
 )
 
-__all__ = [
-    "ENV_EXPERIMENT",
-    "ENV_PARENT",
-    "ENV_URI",
-    "Previous",
-    "TrackingUnavailable",
-    "WriteTimer",
-    "check_store",
-    "checkpoint_of",
-    "client",
-    "create_run",
-    "end_stale",
-    "end_sweep",
-    "end_sweep_if_running",
-    "experiment_id",
-    "experiment_ids",
-    "flatten",
-    "flush",
-    "log_params",
-    "log_values",
-    "newest_sweep",
-    "previous_run",
-    "resolve_uri",
-    "search_all",
-    "set_tags",
-    "stale_reason",
-    "stale_runs",
-    "start_sweep",
-]
