@@ -65,7 +65,8 @@ class SeedBatchedClassifier(SharedHooks, pl.LightningModule):
     """K copies of ``nets[0]``'s architecture with the given (per-seed) weights, trained as one."""
 
     def __init__(self, nets: Sequence[nn.Module], *, seeds: Sequence[int], kind: str, num_classes: int, loss: str,
-                 activation: str, label_smoothing: float, numerics: str, optimizer, check_every: int):
+                 activation: str, label_smoothing: float, numerics: str, optimizer, check_every: int,
+                 per_class: bool = False):
         super().__init__()
         self.seeds = list(seeds)
         params, buffers = stack_module_state(list(nets))
@@ -80,7 +81,7 @@ class SeedBatchedClassifier(SharedHooks, pl.LightningModule):
         self.optimizer_cfg, self.check_every = optimizer, check_every
         self.automatic_optimization = False
         k = len(self.seeds)
-        self.stage_metrics = nn.ModuleDict({s: nn.ModuleList([Yardsticks(kind, activation, num_classes) for _ in range(k)])
+        self.stage_metrics = nn.ModuleDict({s: nn.ModuleList([Yardsticks(kind, activation, num_classes, per_class) for _ in range(k)])
                                             for s in ("val", "test")})
         self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in range(k)]) for s in ("val", "test")})
 

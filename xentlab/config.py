@@ -34,9 +34,16 @@ class HiddenActivation(str, Enum):
 
 @dataclass
 class TaskConfig:
-    """What every task's options have; a task with more subclasses it (see ``xentlab.tasks``)."""
+    """What every task's options have; a task with more subclasses it (see ``xentlab.tasks``).
+
+    ``label_noise`` and ``imbalance`` are conditions that stress the choice of loss; they
+    change the training split only (``xentlab.tasks.conditions``), drawn from ``data_seed``.
+    """
 
     name: str = MISSING
+    data_seed: int = 0
+    label_noise: float = 0.0  # fraction of training labels replaced by another class (tags flipped)
+    imbalance: Optional[float] = None  # binary: fraction of positives kept; multiclass: smallest class ratio
 
 
 @dataclass
@@ -75,6 +82,7 @@ class DataConfig:
     eval_batch_size: int = 1000
     subset: Optional[int] = None
     val_size: int = 5000
+    normalize: bool = True  # standardise inputs (MNIST: its mean/std; task=file: training mean/std)
 
 
 @dataclass
@@ -160,6 +168,9 @@ def validate(cfg: Any) -> None:
         (cfg.logger.stale_after > 0, f"logger.stale_after must be > 0 seconds, got {cfg.logger.stale_after}"),
         (not (cfg.seeds and "ddp" in str(cfg.trainer.strategy)),
          "seeds=[...] batches seeds on one device; it does not combine with trainer.strategy=ddp"),
+        (0 <= cfg.task.label_noise < 1, f"task.label_noise must be in [0, 1), got {cfg.task.label_noise}"),
+        (cfg.task.imbalance is None or 0 < cfg.task.imbalance <= 1,
+         f"task.imbalance must be in (0, 1] (or null for none), got {cfg.task.imbalance}"),
         (cfg.model.init_scale > 0, f"model.init_scale must be > 0, got {cfg.model.init_scale}"),
         (all(h >= 1 for h in cfg.model.hidden), f"model.hidden sizes must be >= 1, got {list(cfg.model.hidden)}"),
     ]

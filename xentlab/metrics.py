@@ -9,6 +9,11 @@ so with ``activation=none`` they are left out (mAP ranks examples by a score tha
 otherwise be each batch's raw outputs). ECE comes in three kinds: binary bins the
 positive-class probability against the label, multiclass the top-label confidence
 against being right, multilabel every (example, tag) probability pooled.
+
+With ``per_class`` (set when ``task.imbalance`` skews the training classes) binary and
+multiclass tasks also report balanced accuracy (the mean of the per-class recalls) and
+each class's recall as ``recall_<class index>``: on imbalanced data accuracy can look fine
+while the rare class is never predicted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torchmetrics.classification import (
     BinaryCalibrationError,
     MulticlassAccuracy,
     MulticlassCalibrationError,
+    MulticlassRecall,
     MultilabelAccuracy,
     MultilabelAveragePrecision,
     MultilabelExactMatch,
@@ -34,6 +40,7 @@ YARDSTICKS: dict[str, tuple[str, ...]] = {
     "multiclass": ("acc", "nll", "brier", "ece"),
     "multilabel": ("subset_acc", "hamming_acc", "micro_f1", "macro_f1", "map", "nll", "brier", "ece"),
 }
+PER_CLASS = ("balanced_acc", "recall")  # added by ``per_class``; "recall" is logged per class
 NEEDS_PROBABILITIES = frozenset({"nll", "brier", "ece", "map"})
 N_BINS = 15
 
@@ -47,7 +54,7 @@ def available(kind: str, activation: str) -> tuple[str, ...]:
 class Yardsticks(nn.Module):
     """Accumulates the task's yardsticks on the device; ``compute`` syncs once per epoch."""
 
-    def __init__(self, kind: str, activation: str, num_classes: int):
+    def __init__(self, kind: str, activation: str, num_classes: int, per_class: bool = False):
         super().__init__()
         self.kind, self.activation, self.num_classes = kind, activation, num_classes
         c = num_classes
@@ -66,8 +73,10 @@ class Yardsticks(nn.Module):
                 "ece": lambda: BinaryCalibrationError(n_bins=N_BINS),
             },
         }[kind]
-        factories = {**factories, "nll": MeanMetric, "brier": MeanMetric}
-        self.names = available(kind, activation)
+        factories = {**factories, "nll": MeanMetric, "brier": MeanMetric,
+                     "balanced_acc": lambda: MulticlassAccuracy(c, average="macro"),
+                     "recall": lambda: MulticlassRecall(c, average=None)}
+        self.names = available(kind, activation) + (PER_CLASS if per_class and kind != "multilabel" else ())
         self.metrics = nn.ModuleDict({n: factories[n]() for n in self.names})
 
     def _views(self, z: Tensor, y: Tensor) -> dict[str, tuple[Tensor, ...]]:
@@ -88,12 +97,14 @@ class Yardsticks(nn.Module):
                 p1 = torch.softmax(z, -1)[:, 1]
             else:
                 p1 = losses.activate(act, z[:, 0])
-            views = {"acc": ((p1 >= 0.5).long(), y)}
+            hard = (p1 >= 0.5).long()
+            views = {"acc": (hard, y), "balanced_acc": (hard, y), "recall": (hard, y)}
             if act != "none":
                 views["brier"] = ((p1 - y) ** 2,)
                 views["ece"] = (p1, y)
         else:  # multiclass
-            views = {"acc": (z.argmax(-1), y)}
+            hard = z.argmax(-1)
+            views = {"acc": (hard, y), "balanced_acc": (hard, y), "recall": (hard, y)}
             if act != "none":
                 q = losses.activate(act, z)
                 q = q / q.sum(-1, keepdim=True)  # sigmoid outputs: the renormalised distribution
@@ -115,7 +126,14 @@ class Yardsticks(nn.Module):
             metric.update(*views[name])
 
     def compute(self) -> dict[str, Tensor]:
-        return {name: m.compute() for name, m in self.metrics.items()}
+        out = {}
+        for name, m in self.metrics.items():
+            value = m.compute()
+            if name == "recall":
+                out.update({f"recall_{i}": v for i, v in enumerate(value)})
+            else:
+                out[name] = value
+        return out
 
     def reset(self) -> None:
         for m in self.metrics.values():

@@ -84,7 +84,7 @@ class Classifier(SharedHooks, pl.LightningModule):
     """
 
     def __init__(self, net: nn.Module, *, kind: str, num_classes: int, loss: str, activation: str,
-                 label_smoothing: float, numerics: str, optimizer, check_every: int):
+                 label_smoothing: float, numerics: str, optimizer, check_every: int, per_class: bool = False):
         super().__init__()
         self.net = net
         self.loss_name, self.activation = loss, activation
@@ -92,7 +92,7 @@ class Classifier(SharedHooks, pl.LightningModule):
         self.optimizer_cfg = optimizer
         self.check_every = check_every
         self.stage_metrics = nn.ModuleDict(
-            {s: Yardsticks(kind, activation, num_classes) for s in ("val", "test")}
+            {s: Yardsticks(kind, activation, num_classes, per_class) for s in ("val", "test")}
         )
         self.stage_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self._nonfinite: Tensor | None = None

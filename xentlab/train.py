@@ -56,9 +56,7 @@ def plan(cfg: Any) -> Plan:
     """Every check that needs no data; raises ConfigError naming the problem and the choices."""
     validate(cfg)
     try:
-        spec = tasks.get(cfg.task.name)
-        if spec.check is not None:
-            spec.check(cfg.task)
+        spec = tasks.resolve(cfg.task, cfg.data)
         activation = compat.resolve_activation(spec.kind, cfg.activation.name, cfg.loss.name)
         cell = compat.check(spec.name, spec.kind, activation, cfg.loss.name)
         losses.check_options(cfg.loss.name, activation, label_smoothing=cfg.loss.label_smoothing,
@@ -68,6 +66,9 @@ def plan(cfg: Any) -> Plan:
     for kind, name, valid in (("model", cfg.model.name, models.MODELS), ("logger", cfg.logger.name, LOGGERS)):
         if name not in valid:
             raise ConfigError(f"unknown {kind} {name!r}; valid choices are: {', '.join(valid)}")
+    if cfg.model.name == "cnn" and len(spec.input_shape) != 3:
+        raise ConfigError(f"model=cnn needs images (N, C, H, W); task={spec.name} has inputs of shape "
+                          f"{spec.input_shape} per example: use model=mlp (it flattens any shape)")
     seeds = tuple(cfg.seeds) if cfg.seeds else (cfg.seed,)
     names = {s: cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{s}" for s in seeds}
     return Plan(spec, activation, cfg.loss.name, _value(cfg.loss.numerics), cell, spec.num_outputs(activation),
@@ -84,6 +85,8 @@ def describe(cfg: Any, p: Plan, seed: int, output_dir: Optional[str]) -> lifecyc
         "combination_status": p.cell.status.value, "combination_reason": p.cell.reason,
         "metrics_note": _metrics_note(p), "seed": seed,
     }
+    if p.task.class_names:
+        tags["class_names"] = ",".join(p.task.class_names)
     if p.batched:
         tags["seed_batch"] = ",".join(map(str, p.seeds))
     if cfg.trainer.checkpoint:
@@ -154,7 +157,7 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
 def build(cfg: Any, p: Plan):
     """The data on the training device, targets in the loss's format, and the module."""
     pl.seed_everything(p.seeds[0], workers=False, verbose=False)
-    splits = p.task.build(cfg.task, cfg.data)
+    splits = tasks.build(p.task, cfg.task, cfg.data)
     if cfg.data.batch_size > len(splits.train):
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(splits.train)} training examples")
     targets = {}
@@ -169,7 +172,7 @@ def build(cfg: Any, p: Plan):
         nets.append(models.build(cfg.model, p.task.input_shape, p.num_outputs))
     common = dict(kind=p.task.kind, num_classes=p.task.num_classes, loss=p.loss, activation=p.activation,
                   label_smoothing=cfg.loss.label_smoothing, optimizer=cfg.optimizer, numerics=p.numerics,
-                  check_every=cfg.trainer.log_every_n_steps)
+                  check_every=cfg.trainer.log_every_n_steps, per_class=cfg.task.imbalance is not None)
     batch_sizes = dict(batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size)
     if p.batched:
         from xentlab.batched import SeedBatchedClassifier, SeedBatchedData

@@ -38,11 +38,13 @@ class Splits:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "binary" | "multiclass" | "multilabel"
-    input_shape: tuple[int, ...]
-    num_classes: int  # classes, or tags for multilabel
+    kind: Optional[str]  # "binary" | "multiclass" | "multilabel"; None until ``infer`` reads the data
+    input_shape: Optional[tuple[int, ...]]
+    num_classes: Optional[int]  # classes, or tags for multilabel
     build: Callable[[Any, Any], Splits]
     check: Optional[Callable[[Any], None]] = None  # raises ConfigError on bad task options, before any data
+    infer: Optional[Callable[[Any, Any], "TaskSpec"]] = None  # the spec of the data the options name (task=file)
+    class_names: tuple[str, ...] = ()
 
     def num_outputs(self, activation: str) -> int:
         """Binary tasks use one output (sigmoid/none) or two (softmax); others one per class."""
@@ -60,13 +62,17 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {}
 
 
-def task(name: str, *, kind: str, input_shape: tuple[int, ...], num_classes: int,
-         options: type[TaskConfig] = TaskConfig, check: Optional[Callable[[Any], None]] = None):
+def task(name: str, *, kind: Optional[str] = None, input_shape: Optional[tuple[int, ...]] = None,
+         num_classes: Optional[int] = None, options: type[TaskConfig] = TaskConfig,
+         check: Optional[Callable[[Any], None]] = None, infer: Optional[Callable[[Any, Any], TaskSpec]] = None):
     """Register ``fn(task_cfg, data_cfg) -> Splits`` as the task ``name``, with ``options``
-    (a :class:`TaskConfig` dataclass) as its typed Hydra config ``task=<name>``."""
+    (a :class:`TaskConfig` dataclass) as its typed Hydra config ``task=<name>``. A task whose
+    kind and shape depend on its options (a user's file) gives ``infer`` instead of them."""
+    if infer is None and None in (kind, input_shape, num_classes):
+        raise TypeError(f"task {name!r} needs kind, input_shape and num_classes, or infer")
 
     def register(fn: Callable[[Any, Any], Splits]) -> Callable[[Any, Any], Splits]:
-        TASKS[name] = TaskSpec(name, kind, input_shape, num_classes, fn, check)
+        TASKS[name] = TaskSpec(name, kind, input_shape, num_classes, fn, check, infer)
         ConfigStore.instance().store(group="task", name=name, node=options(name=name))
         return fn
 
@@ -79,6 +85,25 @@ def get(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def resolve(task_cfg: Any, data_cfg: Any) -> TaskSpec:
+    """The spec of the task ``task_cfg`` names, its options checked and, for a task that reads
+    a user's data, its kind and shape inferred; raises ConfigError/ValueError on bad options."""
+    from xentlab.tasks import conditions
+
+    spec = get(task_cfg.name)
+    if spec.check is not None:
+        spec.check(task_cfg)
+    if spec.infer is not None:
+        spec = spec.infer(task_cfg, data_cfg)
+    conditions.check(spec.kind, task_cfg)
+    return spec
 
 
-from xentlab.tasks import mnist, binary, multilabel  # noqa: E402,F401  (the built-in tasks register themselves)
+def build(spec: TaskSpec, task_cfg: Any, data_cfg: Any) -> Splits:
+    """The task's splits with the conditions of ``task_cfg`` (noise, imbalance) applied to training."""
+    from xentlab.tasks import conditions
+
+    return conditions.apply(spec.build(task_cfg, data_cfg), spec.kind, spec.num_classes, task_cfg)
+
+
+from xentlab.tasks import mnist, binary, multilabel, file  # noqa: E402,F401  (the built-in tasks register themselves)

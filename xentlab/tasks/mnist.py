@@ -10,9 +10,11 @@ from xentlab.tasks import Split, Splits, task
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-def normalise(images: Tensor) -> Tensor:
-    """uint8 (N, H, W) images to standardised float (N, 1, H, W)."""
-    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+def normalise(images: Tensor, standardise: bool = True) -> Tensor:
+    """uint8 (N, H, W) images to float (N, 1, H, W): standardised with MNIST's mean and std,
+    or raw pixels in [0, 1] (``data.normalize=false``)."""
+    x = images.float() / 255.0
+    return ((x - MNIST_MEAN) / MNIST_STD if standardise else x).unsqueeze(1)
 
 
 def raw_splits(data_cfg) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -34,5 +36,6 @@ def subset(split: Split, size: int | None) -> Split:
 def build(task_cfg, data_cfg) -> Splits:
     """The real MNIST digits; validation is the last ``data.val_size`` training images."""
     x, y, xv, yv, xt, yt = raw_splits(data_cfg)
-    return Splits(subset(Split(normalise(x), y), data_cfg.subset), Split(normalise(xv), yv),
-                  Split(normalise(xt), yt))
+    n = data_cfg.normalize
+    return Splits(subset(Split(normalise(x, n), y), data_cfg.subset), Split(normalise(xv, n), yv),
+                  Split(normalise(xt, n), yt))

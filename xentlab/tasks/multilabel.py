@@ -22,7 +22,6 @@ class MosaicOptions(TaskConfig):
     test_size: int = 10000
     min_digits: int = 1
     max_digits: int = 3
-    data_seed: int = 0
 
 
 def check(t) -> None:
@@ -75,4 +74,4 @@ def build(task_cfg, data_cfg) -> Splits:
     train = Split(*mosaics(x, y, task_cfg.train_size, seed=seed, **opts))
     val = Split(*mosaics(xv, yv, data_cfg.val_size, seed=seed + 1, **opts))
     test = Split(*mosaics(xt, yt, task_cfg.test_size, seed=seed + 2, **opts))
-    return Splits(*(Split(mnist.normalise(s.x), s.y) for s in (mnist.subset(train, data_cfg.subset), val, test)))
+    return Splits(*(Split(mnist.normalise(s.x, data_cfg.normalize), s.y) for s in (mnist.subset(train, data_cfg.subset), val, test)))
