@@ -1,11 +1,11 @@
-"""Compare runs side by side: a table per task and learning curves, from MLflow alone.
+"""Compare runs side by side: a table per task (and condition) and learning curves, from MLflow alone.
 
     python scripts/compare.py --experiment loss_grid_mnist
     python scripts/compare.py --parent <sweep parent run id> --out reports/mine
     python scripts/compare.py --experiment xentlab-mnist --filter "tags.loss = 'bce'"
 
-Writes ``report.html`` (self-contained), ``report.md``, ``summary.json``, and per task
-``grid_<task>.png`` (every activation × loss cell, coloured by the primary test yardstick)
+Writes ``report.html`` (self-contained), ``report.md``, ``summary.json``, and per table
+``grid_<table>.png`` (every activation × loss cell, coloured by the primary test yardstick)
 and ``curves_<task>.png`` into ``--out`` (default ``reports/<experiment or parent>``) and,
 when the runs belong to one sweep, attaches them to its parent run. Runs are compared on
 the task's yardsticks (accuracy, NLL, Brier, ECE; multilabel: subset accuracy, micro-F1,
@@ -21,6 +21,7 @@ import base64
 import html
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -145,7 +146,7 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
     several_lrs = len(table["learning_rates"]) > 1
     last_epoch = 1
     for i, row in enumerate(table["rows"]):
-        group = [r for r in runs if r.task == task and (r.activation, r.loss, r.lr) == (row["activation"], row["loss"],
+        group = [r for r in runs if r.table == task and (r.activation, r.loss, r.lr) == (row["activation"], row["loss"],
                                                                                          row["lr"])]
         for ax, key in zip(axes, keys):
             curves = [dict(r.curves[key]) for r in group if r.curves.get(key)]
@@ -185,8 +186,11 @@ def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Pa
     for task, table in tables.items():
         lr_note = LR_NOTE.format(metric=table["rank_by"]) if len(table["learning_rates"]) > 1 else ""
         note = NOTE.format(metric=table["rank_by"], target=table["target"], lr_note=lr_note)
+        if table["conditions_note"]:
+            note = table["conditions_note"] + " " + note
         header, rows = table_rows(table)
-        grid_png, curves_png = out / f"grid_{task}.png", out / f"curves_{task}.png"
+        slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", task).strip("_")
+        grid_png, curves_png = out / f"grid_{slug}.png", out / f"curves_{slug}.png"
         plot_grid(task, table, grid_png)
         plot_curves(task, table, runs, curves_png)
         files += [grid_png, curves_png]

@@ -64,3 +64,25 @@ def test_best_marks_every_row_that_ties_and_the_grid_picks_lr_on_validation():
     assert grid["none/mse"]["lr"] == "0.01" and grid["none/mse"]["mean"] == pytest.approx(0.61)
     assert [k for k, g in grid.items() if g["best"]] == ["softmax/cce", "softmax/mse"]
     assert grid["sigmoid/bce"]["mean"] == pytest.approx(0.81) and not grid["sigmoid/bce"]["best"]
+
+
+def test_each_condition_gets_its_own_table_with_a_heading_note_and_per_class_columns():
+    def cond(noise, imbalance, seed, acc, extra=()):
+        params = {"optimizer.lr": "0.001", "task.label_noise": noise, "task.imbalance": imbalance}
+        metrics = {"test/acc": acc, "val/acc": acc, **dict(extra)}
+        return RunInfo(f"{noise}{imbalance}{seed}", "binary", "binary", "sigmoid", "bce", str(seed), "recommended",
+                       metrics, params=params)
+
+    runs = [cond("0.0", "None", s, 0.98) for s in range(2)] + [cond("0.2", "None", s, 0.9) for s in range(2)]
+    runs += [cond("0.0", "0.05", s, 0.7, {"test/balanced_acc": 0.6 + s / 10, "test/recall_0": 1.0,
+                                           "test/recall_1": 0.2 + s / 5}) for s in range(2)]
+    tables = analysis.aggregate(runs)
+    assert sorted(tables) == ["binary", "binary [imbalance=0.05]", "binary [label_noise=0.2]"]
+    assert tables["binary"]["conditions_note"] == ""
+    assert "20% of the training labels" in tables["binary [label_noise=0.2]"]["conditions_note"]
+    assert "Validation and test data are clean" in tables["binary [label_noise=0.2]"]["conditions_note"]
+    skewed = tables["binary [imbalance=0.05]"]
+    assert skewed["columns"][:4] == ["acc", "balanced_acc", "recall_0", "recall_1"]
+    (row,) = skewed["rows"]
+    assert row["balanced_acc"]["mean"] == pytest.approx(0.65) and row["recall_1"]["mean"] == pytest.approx(0.3)
+    assert "balanced_acc" not in tables["binary [label_noise=0.2]"]["columns"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 # yardstick -> True if higher is better; the first one ranks the rows and colours the grid
@@ -22,6 +23,7 @@ COLUMNS = {
     "multiclass": {"acc": True, "nll": False, "brier": False, "ece": False},
     "multilabel": {"subset_acc": True, "micro_f1": True, "map": True, "nll": False, "brier": False, "ece": False},
 }
+PER_CLASS = {"balanced_acc": True}  # with task.imbalance set, before the per-class recalls
 TARGETS = {"binary": 0.95, "multiclass": 0.97, "multilabel": 0.5}  # of the ranking metric, on validation
 ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
 
@@ -42,6 +44,36 @@ class RunInfo:
     @property
     def lr(self) -> str:
         return self.params.get("optimizer.lr", "?")
+
+    @property
+    def conditions(self) -> dict[str, str]:
+        """The stress conditions the run trained under (``task.label_noise``, ``task.imbalance``)."""
+        out = {}
+        if float(self.params.get("task.label_noise") or 0) > 0:
+            out["label_noise"] = self.params["task.label_noise"]
+        if self.params.get("task.imbalance") not in (None, "", "None"):
+            out["imbalance"] = self.params["task.imbalance"]
+        return out
+
+    @property
+    def table(self) -> str:
+        """The report table the run belongs to: its task, its data file (``task=file``) and conditions."""
+        name = self.task + (f" {Path(self.params['task.path']).stem}" if self.params.get("task.path") else "")
+        cond = ", ".join(f"{k}={v}" for k, v in self.conditions.items())
+        return f"{name} [{cond}]" if cond else name
+
+
+def conditions_note(conditions: dict[str, str]) -> str:
+    """What a table's conditions did to the data, for its heading."""
+    parts = []
+    if "label_noise" in conditions:
+        parts.append(f"{float(conditions['label_noise']):.0%} of the training labels were replaced by another class "
+                     f"(multi-label: tags flipped)")
+    if "imbalance" in conditions:
+        parts.append(f"the training classes were thinned to a geometric decay down to {conditions['imbalance']} "
+                     f"(binary: that share of the positives kept); balanced accuracy and per-class recall show "
+                     f"what accuracy hides")
+    return ("Conditions: " + "; ".join(parts) + ". Validation and test data are clean.") if parts else ""
 
 
 def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str] = None,
@@ -151,16 +183,20 @@ def _ties(rows: list[dict[str, Any]], col: str, higher: bool) -> list[int]:
 
 
 def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -> dict[str, dict[str, Any]]:
-    """One table per task: a row per activation + loss (+ learning rate, where runs differ in
+    """One table per task and condition (``RunInfo.table``): a row per activation + loss (+ learning rate, where runs differ in
     it) with mean and CI per yardstick over seeds; ``best`` lists, per column, the rows that
     tie with the best; ``grid`` holds each activation × loss cell at its learning rate chosen
     on validation."""
     targets = {**TARGETS, **(targets or {})}
     tables: dict[str, dict[str, Any]] = {}
-    for task in sorted({r.task for r in runs}):
-        mine = [r for r in runs if r.task == task]
-        kind = mine[0].kind
-        cols, rank = COLUMNS[kind], rank_by(kind)
+    for name in sorted({r.table for r in runs}):
+        mine = [r for r in runs if r.table == name]
+        kind, conditions = mine[0].kind, mine[0].conditions
+        cols, rank = dict(COLUMNS[kind]), rank_by(kind)
+        if "imbalance" in conditions and kind != "multilabel":
+            recalls = sorted({k[len("test/"):] for r in mine for k in r.metrics if k.startswith("test/recall_")},
+                             key=lambda k: int(k.rsplit("_", 1)[1]))
+            cols = {rank: True, **PER_CLASS, **{k: True for k in recalls}, **cols}
         lrs = sorted({r.lr for r in mine})
         keys = sorted({(r.activation, r.loss, r.lr) for r in mine})
         rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, targets[kind]) for k in keys]
@@ -178,6 +214,7 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -
         top = max((g for g in grid.values() if g["values"]), key=lambda g: g["mean"], default=None)
         for g in grid.values():
             g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))
-        tables[task] = {"kind": kind, "rank_by": rank, "target": targets[kind], "columns": list(cols),
+        tables[name] = {"task": mine[0].task, "kind": kind, "conditions": conditions,
+                        "conditions_note": conditions_note(conditions), "rank_by": rank, "target": targets[kind], "columns": list(cols),
                         "learning_rates": lrs, "rows": rows, "best": best, "grid": grid}
     return tables
