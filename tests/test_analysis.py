@@ -79,9 +79,10 @@ def test_each_condition_gets_its_own_table_with_a_heading_note_and_per_class_col
     tables = analysis.aggregate(runs)
     assert sorted(tables) == ["binary", "binary [imbalance=0.05]", "binary [label_noise=0.2]"]
     assert tables["binary"]["conditions_note"] == ""
-    assert "20% of the training labels" in tables["binary [label_noise=0.2]"]["conditions_note"]
+    assert "20% of the training labels were replaced" in tables["binary [label_noise=0.2]"]["conditions_note"]
     assert "Validation and test data are clean" in tables["binary [label_noise=0.2]"]["conditions_note"]
     skewed = tables["binary [imbalance=0.05]"]
+    assert "5% of the training positives were kept" in skewed["conditions_note"]
     assert skewed["columns"][:4] == ["acc", "balanced_acc", "recall_0", "recall_1"]
     (row,) = skewed["rows"]
     assert row["balanced_acc"]["mean"] == pytest.approx(0.65) and row["recall_1"]["mean"] == pytest.approx(0.3)

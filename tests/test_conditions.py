@@ -107,3 +107,31 @@ def test_balanced_accuracy_and_per_class_recall_match_sklearn(kind, c):
     np.testing.assert_allclose([float(got[f"recall_{k}"]) for k in range(c)], recall_score(y, pred, average=None),
                                atol=1e-6)
     assert "balanced_acc" not in Yardsticks(kind, "softmax", c).names
+
+
+@pytest.mark.parametrize("preset, conditions, runnable", [
+    ("noise_grid_mnist", {("label_noise", v) for v in (0.0, 0.2, 0.4)}, 6),
+    ("imbalance_grid_binary", {("imbalance", v) for v in (1.0, 0.1, 0.02)}, 15),
+])
+def test_condition_presets_plan_every_cell_under_every_condition(preset, conditions, runnable):
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
+    params = OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides([f"{k}={v}" for k, v in params.items()])
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    planned, seen = [], set()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfgs = [compose(config_name="config", overrides=[f"experiment={preset}", *job]) for job in jobs]
+    for cfg in cfgs:
+        seen |= {(k, cfg.task[k]) for k in ("label_noise", "imbalance") if (k, cfg.task[k]) in conditions}
+        try:
+            planned.append(train.plan(cfg))
+        except ConfigError as exc:
+            assert "activation=sigmoid with loss=sparse_cce is invalid" in str(exc)
+    assert seen == conditions and len(planned) == runnable
+    assert all(p.batched and p.seeds == (0, 1, 2) for p in planned)

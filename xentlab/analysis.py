@@ -63,16 +63,22 @@ class RunInfo:
         return f"{name} [{cond}]" if cond else name
 
 
-def conditions_note(conditions: dict[str, str]) -> str:
-    """What a table's conditions did to the data, for its heading."""
+def conditions_note(conditions: dict[str, str], kind: str) -> str:
+    """What a table's conditions did to the training data, for its heading."""
     parts = []
     if "label_noise" in conditions:
-        parts.append(f"{float(conditions['label_noise']):.0%} of the training labels were replaced by another class "
-                     f"(multi-label: tags flipped)")
+        what = "tags were flipped" if kind == "multilabel" else "labels were replaced by another class"
+        parts.append(f"{float(conditions['label_noise']):.0%} of the training {what}")
     if "imbalance" in conditions:
-        parts.append(f"the training classes were thinned to a geometric decay down to {conditions['imbalance']} "
-                     f"(binary: that share of the positives kept); balanced accuracy and per-class recall show "
-                     f"what accuracy hides")
+        share = float(conditions["imbalance"])
+        if share == 1:
+            parts.append("no class was thinned (imbalance=1: the balanced baseline, with per-class recall)")
+        elif kind == "binary":
+            parts.append(f"{share:.0%} of the training positives were kept")
+        else:
+            parts.append(f"training class sizes decay geometrically from all of the first class to {share:.0%} "
+                         f"of the last")
+        parts[-1] += "; balanced accuracy and per-class recall show what accuracy hides"
     return ("Conditions: " + "; ".join(parts) + ". Validation and test data are clean.") if parts else ""
 
 
@@ -215,6 +221,6 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -
         for g in grid.values():
             g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))
         tables[name] = {"task": mine[0].task, "kind": kind, "conditions": conditions,
-                        "conditions_note": conditions_note(conditions), "rank_by": rank, "target": targets[kind], "columns": list(cols),
+                        "conditions_note": conditions_note(conditions, kind), "rank_by": rank, "target": targets[kind], "columns": list(cols),
                         "learning_rates": lrs, "rows": rows, "best": best, "grid": grid}
     return tables
