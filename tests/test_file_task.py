@@ -154,3 +154,32 @@ def test_bad_file_exits_2_with_one_line_before_any_mlflow_run(tmp_path, store):
     (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("xentlab: error:")]
     assert message in line
     assert runs_in(store)[1] == []
+
+
+@pytest.mark.slow
+def test_example_data_trains_through_run_py_as_sigmoid_bce_and_two_class_softmax(tmp_path, store):
+    """The acceptance commands: make_example_data.py, then task=file with loss=bce and with
+    loss=sparse_cce (softmax over two outputs), as one sweep; the report makes the file a table."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "scripts/make_example_data.py"), "--out", str(tmp_path / "ex")], check=True)
+    path = tmp_path / "ex" / "breast_cancer.npz"
+    r = run_xentlab("-m", "task=file", f"task.path={path}", "loss=bce,sparse_cce", f"logger.tracking_uri={store}",
+                    "logger.experiment=mine", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "task=file breast_cancer.npz: binary, 2 classes (malignant, benign), positive class 'benign'" in r.stdout + r.stderr
+    _, runs = runs_in(store)
+    children = {x.data.tags["loss"]: x for x in runs if x.data.tags.get("sweep") != "parent"}
+    assert set(children) == {"bce", "sparse_cce"}
+    for loss, outputs, activation in (("bce", "1", "sigmoid"), ("sparse_cce", "2", "softmax")):
+        run = children[loss]
+        assert run.info.status == "FINISHED"
+        assert (run.data.tags["num_outputs"], run.data.tags["activation"]) == (outputs, activation)
+        assert run.data.tags["class_names"] == "malignant,benign" and run.data.params["task.path"] == str(path)
+        assert run.data.metrics["test/acc"] > 0.9  # 63% is the majority class
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from compare import compare
+
+    tables = compare(tracking_uri=store, experiment="mine", out=tmp_path / "report", attach=False)
+    assert list(tables) == ["file breast_cancer"] and len(tables["file breast_cancer"]["rows"]) == 2
