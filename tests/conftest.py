@@ -47,3 +47,19 @@ def runs_in(store_uri: str):
     client = tracking.client(store_uri)
     exps = tracking.experiment_ids(client)
     return client, (tracking.search_all(client, exps) if exps else [])
+
+
+def preset_jobs(preset: str) -> list[list[str]]:
+    """The jobs (override lists) of a ``conf/experiment`` preset's sweep, expanded by Hydra's own
+    override parser and basic sweeper."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
+    params = OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides([f"{k}={v}" for k, v in params.items()])
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    return jobs

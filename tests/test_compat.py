@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, preset_jobs
 from xentlab import compat, losses
 from xentlab.compat import IncompatibleCombination, Status
 
@@ -141,16 +141,7 @@ def test_every_registered_loss_and_activation_is_a_hydra_choice():
 
 @pytest.mark.parametrize("preset", ["loss_grid_binary", "loss_grid_mnist", "loss_grid_multilabel"])
 def test_grid_presets_sweep_every_registered_activation_and_loss(preset):
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
-    params = OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides([f"{k}={v}" for k, v in params.items()])
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    jobs = preset_jobs(preset)
     cells = {tuple(o.split("=")[1] for o in job if o.startswith(("activation=", "loss="))) for job in jobs}
     assert cells == set(itertools.product(losses.ACTIVATIONS, losses.LOSSES))
     assert len(jobs) == 3 * len(cells)  # three seeds each

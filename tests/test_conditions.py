@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
+from conftest import ROOT, preset_jobs
 from xentlab import config, tasks, train
 from xentlab.config import ConfigError
 from xentlab.metrics import Yardsticks
@@ -114,16 +114,7 @@ def test_balanced_accuracy_and_per_class_recall_match_sklearn(kind, c):
     ("imbalance_grid_binary", {("imbalance", v) for v in (1.0, 0.1, 0.02)}, 15),
 ])
 def test_condition_presets_plan_every_cell_under_every_condition(preset, conditions, runnable):
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
-    params = OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides([f"{k}={v}" for k, v in params.items()])
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    jobs = preset_jobs(preset)
     planned, seen = [], set()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfgs = [compose(config_name="config", overrides=[f"experiment={preset}", *job]) for job in jobs]

@@ -85,21 +85,18 @@ def _features(name: str, x) -> np.ndarray:
 
 def _npz(path: Path) -> tuple[dict[str, np.ndarray], Optional[list[str]]]:
     try:
-        arrays = np.load(path, allow_pickle=False)
-        names = set(arrays.files)
-        missing = [a for a in ("x_train", "y_train", "x_test", "y_test") if a not in names]
-        if missing:
-            raise ConfigError(f"task.path={path} has no array {', '.join(missing)} (it has: {', '.join(sorted(names))})")
-        if ("x_val" in names) != ("y_val" in names):
-            raise ConfigError(f"task.path={path} has only one of x_val and y_val; give both or neither")
-        data = {k: arrays[k] for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val") if k in names}
-        class_names = [str(c) for c in arrays["class_names"]] if "class_names" in names else None
-    except ConfigError:
-        raise
+        with np.load(path, allow_pickle=False) as arrays:
+            data = {k: arrays[k] for k in arrays.files}
     except ValueError as exc:  # object arrays: ragged rows or Python objects
         raise ConfigError(f"task.path={path} holds an array that is not numeric or has ragged rows ({exc})") from None
     except Exception as exc:
         raise ConfigError(f"task.path={path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    missing = [a for a in ("x_train", "y_train", "x_test", "y_test") if a not in data]
+    if missing:
+        raise ConfigError(f"task.path={path} has no array {', '.join(missing)} (it has: {', '.join(sorted(data))})")
+    if ("x_val" in data) != ("y_val" in data):
+        raise ConfigError(f"task.path={path} has only one of x_val and y_val; give both or neither")
+    class_names = [str(c) for c in data.pop("class_names")] if "class_names" in data else None
     for split in ("train", "test", "val"):
         if f"x_{split}" in data and len(data[f"x_{split}"]) != len(data[f"y_{split}"]):
             raise ConfigError(f"x_{split} has {len(data[f'x_{split}'])} rows but y_{split} has {len(data[f'y_{split}'])}")
@@ -125,6 +122,9 @@ def _csv_frame(path: Path, label_columns: list[str]):
     if text:
         raise ConfigError(f"{path}: feature column(s) {', '.join(map(repr, text[:5]))} are not numeric "
                           f"(e.g. {frame[text[0]].iloc[0]!r}); features must be numbers")
+    empty = frame[labels].isna().any(axis=1)
+    if empty.any():
+        raise ConfigError(f"{path}: {int(empty.sum())} row(s) have no label (the first is data row {int(empty.argmax()) + 1})")
     y = frame[labels].to_numpy()
     return frame[features].to_numpy(), (y[:, 0] if len(labels) == 1 else y), labels
 
