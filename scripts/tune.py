@@ -2,6 +2,7 @@
 
     python scripts/tune.py --task mnist
     python scripts/tune.py --task binary --losses bce,mse --trials 8 --seeds 0,1,2 -- data.subset=20000
+    python scripts/tune.py --task file -- task.path=data/examples/digits.npz
 
 For each loss: ``run.py -m hparams_search=lr`` (Optuna, on the validation metric; the
 trials go to the experiment ``<name>-tuning``), then ``run.py -m optimizer.lr=<best>
@@ -24,12 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import compare  # noqa: E402
 from xentlab import losses, tasks  # noqa: E402
 from xentlab.analysis import rank_by  # noqa: E402
+from xentlab.config import register  # noqa: E402
 
 
 def sweep(*overrides: str) -> None:
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def task_kind(overrides: list[str]) -> str:
+    """The task's kind as a run with these overrides sees it (``task=file`` reads its file)."""
+    from hydra import compose, initialize_config_dir
+
+    register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="config", overrides=overrides)
+    return tasks.resolve(cfg.task, cfg.data).kind
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     name = a.name or f"tuned_{a.task}"
     out = a.out or ROOT / "multirun" / time.strftime("tune-%Y-%m-%d_%H-%M-%S")
-    metric = f"val/{rank_by(tasks.get(a.task).kind)}"
     common = [f"task={a.task}", *a.overrides]
+    metric = f"val/{rank_by(task_kind(common))}"
     best = {}
     for loss in a.losses.split(","):
         tune_dir = out / f"tune_{loss}"

@@ -188,3 +188,13 @@ def test_example_data_trains_through_run_py_as_sigmoid_bce_and_two_class_softmax
 
     tables = compare(tracking_uri=store, experiment="mine", out=tmp_path / "report", attach=False)
     assert list(tables) == ["file breast_cancer"] and len(tables["file breast_cancer"]["rows"]) == 2
+
+
+def test_tune_ranks_a_file_task_by_the_yardstick_of_its_inferred_kind(good):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune
+
+    assert tune.task_kind(["task=file", f"task.path={good}", "data.val_size=20"]) == "binary"
+    assert tune.task_kind(["task=file", f"task.path={good}", "data.val_size=20", "task.kind=multiclass"]) == "multiclass"
