@@ -1,8 +1,8 @@
 """One experiment, in order: plan, build, fit, test, record.
 
-:func:`plan` does every check that needs no data, so a bad config or an invalid
-activation × loss × task cell fails in well under a second, before anything is loaded
-or any MLflow run exists. :func:`run` then goes one way whatever the logger (the tracker
+:func:`plan` does every check that needs no training, so a bad config or an invalid
+activation × loss × task cell fails in well under a second, before any training data is
+built or any MLflow run exists (``task=file`` reads and checks the user's file there). :func:`run` then goes one way whatever the logger (the tracker
 is MLflow's or the no-op one) and whether one seed or several train as one model.
 """
 
@@ -53,7 +53,8 @@ def _value(choice: Any) -> str:
 
 
 def plan(cfg: Any) -> Plan:
-    """Every check that needs no data; raises ConfigError naming the problem and the choices."""
+    """Every check that needs no training; raises ConfigError naming the problem and the choices.
+    A task that reads the user's data (``task=file``) reads and checks it here."""
     validate(cfg)
     try:
         spec = tasks.resolve(cfg.task, cfg.data)
