@@ -49,6 +49,23 @@ def runs_in(store_uri: str):
     return client, (tracking.search_all(client, exps) if exps else [])
 
 
+def configs(*override_lists) -> list:
+    """The run configs ``conf/config.yaml`` composes with each list of overrides (one Hydra
+    initialisation for all of them)."""
+    from hydra import compose, initialize_config_dir
+
+    from xentlab import config
+
+    config.register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return [compose(config_name="config", overrides=list(o)) for o in override_lists]
+
+
+def make_config(*overrides):
+    """One run config, as ``python run.py <overrides>`` would see it."""
+    return configs(overrides)[0]
+
+
 def preset_jobs(preset: str) -> list[list[str]]:
     """The jobs (override lists) of a ``conf/experiment`` preset's sweep, expanded by Hydra's own
     override parser and basic sweeper."""

@@ -6,20 +6,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, preset_jobs
-from xentlab import config, tasks, train
+from conftest import configs, make_config as make, preset_jobs
+from xentlab import tasks, train
 from xentlab.config import ConfigError
 from xentlab.metrics import Yardsticks
 from xentlab.tasks import conditions
 
-config.register()
-
-
-def make(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 @settings(max_examples=60, deadline=None)
@@ -116,9 +109,7 @@ def test_balanced_accuracy_and_per_class_recall_match_sklearn(kind, c):
 def test_condition_presets_plan_every_cell_under_every_condition(preset, conditions, runnable):
     jobs = preset_jobs(preset)
     planned, seen = [], set()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfgs = [compose(config_name="config", overrides=[f"experiment={preset}", *job]) for job in jobs]
-    for cfg in cfgs:
+    for cfg in configs(*([f"experiment={preset}", *job] for job in jobs)):
         seen |= {(k, cfg.task[k]) for k in ("label_noise", "imbalance") if (k, cfg.task[k]) in conditions}
         try:
             planned.append(train.plan(cfg))

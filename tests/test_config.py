@@ -1,19 +1,13 @@
 """The typed config tree: Hydra's own errors for names and types, ours for ranges and cells."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from conftest import ROOT
+from conftest import make_config as make
 from xentlab import config, train
 from xentlab.config import ConfigError
 
 config.register()
-
-
-def make(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def test_defaults_are_the_readme_main_command():

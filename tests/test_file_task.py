@@ -5,18 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_xentlab, runs_in
-from xentlab import config, tasks, train
+from conftest import ROOT, make_config, run_xentlab, runs_in
+from xentlab import tasks, train
 from xentlab.config import ConfigError
 
-config.register()
 
 
 def make(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose(config_name="config", overrides=["task=file", *overrides])
+    return make_config("task=file", *overrides)
 
 
 def npz(path: Path, **arrays) -> str:
