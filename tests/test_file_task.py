@@ -90,7 +90,7 @@ def test_digits_images_train_with_the_cnn_and_flat_features_are_refused_for_it(t
     subprocess.run([sys.executable, str(ROOT / "scripts/make_example_data.py"), "--out", str(tmp_path)], check=True)
     p = train.plan(make(f"task.path={tmp_path / 'digits.npz'}", "model=cnn"))
     assert (p.task.kind, p.task.num_classes, p.task.input_shape) == ("multiclass", 10, (1, 8, 8))
-    with pytest.raises(ConfigError, match=r"model=cnn needs images .* use model=mlp"):
+    with pytest.raises(ConfigError, match=r"model=cnn needs inputs of 3 dimensions .* use model=mlp"):
         train.plan(make(f"task.path={good}", "data.val_size=20", "model=cnn"))
 
 

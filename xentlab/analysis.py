@@ -23,7 +23,7 @@ COLUMNS = {
     "multiclass": {"acc": True, "nll": False, "brier": False, "ece": False},
     "multilabel": {"subset_acc": True, "micro_f1": True, "map": True, "nll": False, "brier": False, "ece": False},
 }
-PER_CLASS = {"balanced_acc": True}  # with task.imbalance set, before the per-class recalls
+IMBALANCE_COLUMNS = {"balanced_acc": True}  # with task.imbalance set, before the per-class recalls
 TARGETS = {"binary": 0.95, "multiclass": 0.97, "multilabel": 0.5}  # of the ranking metric, on validation
 ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
 
@@ -202,7 +202,7 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -
         if "imbalance" in conditions and kind != "multilabel":
             recalls = sorted({k[len("test/"):] for r in mine for k in r.metrics if k.startswith("test/recall_")},
                              key=lambda k: int(k.rsplit("_", 1)[1]))
-            cols = {rank: True, **PER_CLASS, **{k: True for k in recalls}, **cols}
+            cols = {rank: True, **IMBALANCE_COLUMNS, **{k: True for k in recalls}, **cols}
         lrs = sorted({r.lr for r in mine})
         keys = sorted({(r.activation, r.loss, r.lr) for r in mine})
         rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, targets[kind]) for k in keys]

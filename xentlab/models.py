@@ -10,14 +10,25 @@ from torch import nn
 HIDDEN_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 MODELS: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {}
+INPUT_RANK: dict[str, int] = {}  # models that need inputs of one rank per example (cnn: C, H, W)
 
 
-def model(name: str):
+def model(name: str, input_rank: int | None = None):
     def register(fn):
         MODELS[name] = fn
+        if input_rank is not None:
+            INPUT_RANK[name] = input_rank
         return fn
 
     return register
+
+
+def check_input(name: str, input_shape: tuple[int, ...], task: str) -> None:
+    """Refuse a model that cannot take the task's inputs, before anything is built."""
+    rank = INPUT_RANK.get(name)
+    if rank is not None and len(input_shape) != rank:
+        raise ValueError(f"model={name} needs inputs of {rank} dimensions per example (images: C, H, W); "
+                         f"task={task} has inputs of shape {tuple(input_shape)}: use model=mlp (it flattens any shape)")
 
 
 def _hidden(cfg) -> type[nn.Module]:
@@ -42,7 +53,7 @@ def mlp(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-@model("cnn")
+@model("cnn", input_rank=3)
 def cnn(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
     """3x3 conv + 2x2 max-pool blocks (``cfg.channels``), then the MLP head (``cfg.hidden``)."""
     act = _hidden(cfg)

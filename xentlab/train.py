@@ -67,9 +67,10 @@ def plan(cfg: Any) -> Plan:
     for kind, name, valid in (("model", cfg.model.name, models.MODELS), ("logger", cfg.logger.name, LOGGERS)):
         if name not in valid:
             raise ConfigError(f"unknown {kind} {name!r}; valid choices are: {', '.join(valid)}")
-    if cfg.model.name == "cnn" and len(spec.input_shape) != 3:
-        raise ConfigError(f"model=cnn needs images (N, C, H, W); task={spec.name} has inputs of shape "
-                          f"{spec.input_shape} per example: use model=mlp (it flattens any shape)")
+    try:
+        models.check_input(cfg.model.name, spec.input_shape, spec.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     seeds = tuple(cfg.seeds) if cfg.seeds else (cfg.seed,)
     names = {s: cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{s}" for s in seeds}
     return Plan(spec, activation, cfg.loss.name, _value(cfg.loss.numerics), cell, spec.num_outputs(activation),
