@@ -31,8 +31,8 @@ def _generator(seed: int, stream: int) -> torch.Generator:
 
 def label_noise(y: Tensor, fraction: float, num_classes: int, seed: int) -> Tensor:
     """Symmetric noise: ``round(fraction * N)`` labels, each replaced by one of the other
-    ``num_classes - 1`` classes at random; for multi-hot ``y`` (N, C), ``round(fraction * N * C)``
-    tags flipped."""
+    ``num_classes - 1`` classes at random; for multi-hot ``y`` (N, C), ``round(fraction * (N * C))``
+    tags flipped (a fraction of all the tags)."""
     g = _generator(seed, 1)
     if y.dim() == 2:
         flat = y.reshape(-1).clone()
