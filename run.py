@@ -25,7 +25,7 @@ def main(cfg: DictConfig):
     from xentlab import train
     from xentlab.mnist import MnistUnavailable
     from xentlab.module import NonFiniteLoss
-    from xentlab.sweep import write_record
+    from xentlab.sweep import outcome, trained, write_record
 
     hc = HydraConfig.get()
     sweeping = hc.mode == RunMode.MULTIRUN
@@ -33,13 +33,13 @@ def main(cfg: DictConfig):
     try:
         with interrupts.sigterm_raises():
             result = train.run(cfg, output_dir=hc.runtime.output_dir)
-        record.update(status="ran", **result)
+        record.update(trained(result))
     except ConfigError as exc:
         if not sweeping:
             print(f"xentlab: error: {exc}", file=sys.stderr)
             sys.exit(2)
         log.error("skipped: %s", exc)
-        record.update(status="skipped", reason=str(exc))
+        record.update(outcome(exc))
     except Exception as exc:
         if not sweeping:
             if isinstance(exc, (MnistUnavailable, NonFiniteLoss)):
@@ -47,8 +47,7 @@ def main(cfg: DictConfig):
                 sys.exit(1)
             raise
         log.exception("failed: %s", exc)
-        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
-                      run_id=getattr(exc, "xentlab_run_id", None))
+        record.update(outcome(exc))
     except BaseException as exc:
         if not interrupts.interrupted(exc):
             raise

@@ -122,7 +122,7 @@ def dataloader_path(batch_size: int, epochs: int, data_root: str, accelerator: s
     from torch.utils.data import DataLoader, Dataset
     from torchvision import datasets, transforms
 
-    from xentlab.module import Classifier
+    from xentlab.module import Classifier, Member
 
     tfm = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     mnist = datasets.MNIST(data_root, train=True, download=False, transform=tfm)
@@ -137,9 +137,8 @@ def dataloader_path(batch_size: int, epochs: int, data_root: str, accelerator: s
 
     cfg = make_cfg()
     torch.manual_seed(0)
-    module = Classifier(models.build(cfg.model, (1, 28, 28), 10), kind="multiclass", num_classes=10,
-                        loss="sparse_cce", activation="softmax", label_smoothing=0.0, numerics="stable",
-                        optimizer=cfg.optimizer, check_every=50)
+    module = Classifier([models.build(cfg.model, (1, 28, 28), 10)], [Member("sparse_cce", "softmax", lr=cfg.optimizer.lr)],
+                        kind="multiclass", num_classes=10, optimizer="adam", check_every=50)
     loader = DataLoader(Triples(), batch_size=batch_size, shuffle=True, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=accelerator != "cpu")
     timer = EpochTimer()

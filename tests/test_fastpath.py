@@ -11,7 +11,7 @@ import torch
 from xentlab import losses
 from xentlab.config import OptimizerConfig
 from xentlab.data import DeviceData, TensorBatches
-from xentlab.module import Classifier
+from xentlab.module import Classifier, Member
 from xentlab.tasks import Split, Splits
 
 
@@ -23,10 +23,11 @@ def test_lightning_path_matches_a_bare_loop_step_for_step():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     bare = copy.deepcopy(net)
     opt_cfg = OptimizerConfig(lr=0.01)
-    module = Classifier(net, kind="multiclass", num_classes=3, loss="cce", activation="softmax",
-                        label_smoothing=0.1, numerics="stable", optimizer=opt_cfg, check_every=1)
+    module = Classifier([net], [Member("cce", "softmax", label_smoothing=0.1, lr=opt_cfg.lr)], kind="multiclass",
+                        num_classes=3, optimizer="adam", check_every=1)
     split = Split(x, labels)
-    data = DeviceData(Splits(split, split, split), targets, targets, targets, batch_size=32, eval_batch_size=64, seed=5)
+    data = DeviceData(Splits(split, split, split), {s: (targets,) for s in ('train', 'val', 'test')}, batch_size=32,
+                      eval_batch_size=64, seed=5)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
@@ -44,7 +45,7 @@ def test_lightning_path_matches_a_bare_loop_step_for_step():
     assert trainer.global_step == 16
     for p, q in zip(module.net.parameters(), bare.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(module.epoch_loss(), torch.stack(bare_losses[8:]).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(module.epoch_loss()[0], torch.stack(bare_losses[8:]).mean(), rtol=1e-5, atol=1e-6)
 
 
 def test_seed_batched_runs_equal_each_seed_trained_alone(mnist_root, tmp_path):

@@ -164,12 +164,14 @@ def test_tune_script_tunes_each_loss_then_reruns_the_best_with_seeds(mnist_root,
     assert (tmp_path / "tune" / "report" / "report.html").exists()
 
 
-def test_ctrl_c_during_a_sweep_leaves_nothing_running(mnist_root, store, tmp_path):
+@pytest.mark.parametrize("launcher", [(), pytest.param(("hydra/launcher=batched",), marks=pytest.mark.slow)],
+                         ids=["default", "batched"])
+def test_ctrl_c_during_a_sweep_leaves_nothing_running(mnist_root, store, tmp_path, launcher):
     import os
     import signal
     import subprocess
 
-    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "task=mnist", "loss=bce,cce", "trainer.max_epochs=50",
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *launcher, "task=mnist", "loss=bce,cce", "trainer.max_epochs=50",
            "trainer.progress_bar=false", f"data.root={mnist_root}", f"logger.tracking_uri={store}",
            f"hydra.sweep.dir={tmp_path}/multirun"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -181,5 +183,6 @@ def test_ctrl_c_during_a_sweep_leaves_nothing_running(mnist_root, store, tmp_pat
     proc.communicate(timeout=120)
     assert proc.returncode == 130
     _, runs = runs_in(store)
-    assert len(runs) == 2  # the parent and the interrupted job; the second job never started
+    # the parent and the interrupted job (the second never started); batched: both jobs were members
+    assert len(runs) == (3 if launcher else 2)
     assert {r.info.status for r in runs} == {"KILLED"}

@@ -4,7 +4,7 @@ Python transforms in the hot loop."""
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -51,13 +51,15 @@ class TensorBatches:
 
 
 class DeviceData(pl.LightningDataModule):
-    """Holds a task's splits plus the loss targets; moves them to the trainer's device once."""
+    """Holds a task's splits plus the loss targets; moves them to the trainer's device once.
+    Batches are ``(x, labels, *targets)``: ``targets[split]`` holds one tensor per loss
+    of the members (``Classifier.target_losses``)."""
 
-    def __init__(self, splits: Splits, train_targets: Tensor, val_targets: Tensor, test_targets: Tensor,
+    def __init__(self, splits: Splits, targets: Mapping[str, Sequence[Tensor]],
                  *, batch_size: int, eval_batch_size: int, seed: int):
         super().__init__()
         self.splits = splits
-        self.targets = {"train": train_targets, "val": val_targets, "test": test_targets}
+        self.targets = {name: tuple(targets[name]) for name in ("train", "val", "test")}
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self._on: dict[str, tuple[Tensor, ...]] = {}
         self._generator: Optional[torch.Generator] = None
@@ -92,7 +94,7 @@ class DeviceData(pl.LightningDataModule):
         for name in ("train", "val", "test"):
             split = getattr(self.splits, name)
             if name not in self._on or self._on[name][0].device != device:
-                self._on[name] = tuple(t.to(device) for t in (split.x, split.y, self.targets[name]))
+                self._on[name] = tuple(t.to(device) for t in (split.x, split.y, *self.targets[name]))
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         """Batches are slices of tensors already on the device: skip Lightning's generic
@@ -108,3 +110,37 @@ class DeviceData(pl.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(self._on["test"], self.eval_batch_size, **self._shard())
+
+
+class MemberBatches:
+    """Training batches for K members at once, each tensor shaped ``(K, B, ...)``: member k
+    draws its permutation from its own generator, as a run with its seed alone would."""
+
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, seeds: Sequence[int]):
+        self.tensors, self.batch_size = tensors, batch_size
+        self.n = len(tensors[0])
+        device = tensors[0].device
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        device = self.tensors[0].device
+        orders = torch.stack([torch.randperm(self.n, generator=g, device=device) for g in self.generators])
+        for i in range(0, self.n, self.batch_size):
+            idx = orders[:, i:i + self.batch_size]  # (K, B)
+            yield tuple(t[idx] for t in self.tensors)
+
+
+class MemberData(DeviceData):
+    """:class:`DeviceData` for K > 1 members: training batches per member (its seed's
+    order), evaluation batches shared."""
+
+    def __init__(self, splits: Splits, targets: Mapping[str, Sequence[Tensor]], *, batch_size: int,
+                 eval_batch_size: int, seeds: Sequence[int]):
+        super().__init__(splits, targets, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seeds[0])
+        self.seeds = list(seeds)
+
+    def train_dataloader(self) -> MemberBatches:
+        return MemberBatches(self._on["train"], self.batch_size, self.seeds)

@@ -1,4 +1,4 @@
-"""Metric keys of the members of a batched model: ``seed<k>/<key>`` is member k's ``<key>``.
+"""Metric keys of the members of a batched model: ``member<k>/<key>`` is member k's ``<key>``.
 
 Made by the batched module, parsed by the logger that routes each member's values to its
 own MLflow run, and stripped again for a member's result: here only.
@@ -9,17 +9,19 @@ from __future__ import annotations
 from typing import Mapping, Optional, TypeVar
 
 V = TypeVar("V")
+PREFIX = "member"
 
 
 def key(member: int, name: str) -> str:
     """Member ``member``'s name for the metric ``name``."""
-    return f"seed{member}/{name}"
+    return f"{PREFIX}{member}/{name}"
 
 
 def parse(full: str) -> Optional[tuple[int, str]]:
     """(member, metric name) of a member's key; None for any other key."""
     head, _, rest = full.partition("/")
-    return (int(head[4:]), rest) if head.startswith("seed") and head[4:].isdigit() and rest else None
+    index = head.removeprefix(PREFIX)
+    return (int(index), rest) if head.startswith(PREFIX) and index.isdigit() and rest else None
 
 
 def of(values: Mapping[str, V], member: int) -> dict[str, V]:

@@ -1,53 +1,222 @@
-"""The LightningModule: a network, an output activation, a loss, the task's yardsticks."""
+"""The LightningModule: K >= 1 networks, each with its own output activation, loss and
+optimizer settings (a *member*, logged as its own MLflow run), trained as one model.
+
+A single run is K = 1: the network is called as it is. For K > 1 the members' parameters
+are stacked (``torch.func.stack_module_state``) and evaluated with ``vmap`` +
+``functional_call``, so small models share each step's fixed cost. Members share no
+parameters and Adam and SGD act elementwise, so every member follows exactly the
+trajectory it would follow alone: its own initial weights, data order (a generator per
+member, ``xentlab.data.MemberData``), loss and learning rate. Members with the same
+optimizer settings share a parameter block and an optimizer param group.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
 from torchmetrics import MeanMetric
 
-from xentlab import losses
+from xentlab import losses, members
 from xentlab.metrics import Yardsticks
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay),
-    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+# Each optimizer with the settings a member may set in its own param group.
+OPTIMIZERS: dict[str, tuple[Callable[..., torch.optim.Optimizer], tuple[str, ...]]] = {
+    "adam": (torch.optim.Adam, ("lr", "weight_decay")),
+    "sgd": (torch.optim.SGD, ("lr", "momentum", "weight_decay")),
 }
 
 
+@dataclass(frozen=True)
+class Member:
+    """What may differ between members of one model; everything else they share."""
+
+    loss: str
+    activation: str
+    label_smoothing: float = 0.0
+    numerics: str = "stable"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    @property
+    def settings(self) -> dict[str, float]:
+        """The optimizer settings (members with equal ones share a param group)."""
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+
 class NonFiniteLoss(FloatingPointError):
-    """Training diverged: the loss became NaN or infinite."""
+    """Training diverged: the loss became NaN or infinite at ``step``."""
 
-    def __init__(self, step: int, last_good_step: int):
-        self.step, self.last_good_step = step, last_good_step
-        where = f"at step {step}" if step == last_good_step + 1 else f"between steps {last_good_step + 1} and {step}"
-        super().__init__(f"loss became NaN or infinite {where}: training diverged (try a smaller optimizer.lr)")
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"loss became NaN or infinite at step {step}: training diverged (try a smaller optimizer.lr)")
 
 
-class SharedHooks:
-    """What the single and the seed-batched module share: the epoch's mean training loss
-    (summed on the device), validation/test hooks routed to ``_eval_step(stage, batch)``
-    and ``_eval_epoch_end(stage)``, and the optimizer. ``_named(values, key)`` names the
-    logged values (one per seed for the batched module)."""
+class Classifier(pl.LightningModule):
+    """Trains ``nets`` (one per member, same architecture) with ``losses.compute``.
 
-    _epoch_sum: Tensor | None = None
-    _epoch_count = 0
+    Logs ``train/loss`` per step (every ``check_every`` steps) and per epoch, ``val/loss``
+    and ``val/<yardstick>`` per epoch, ``test/*`` once; for K > 1 under each member's key
+    (``xentlab.members``). Metrics accumulate on the device; the only host syncs are at
+    logging points (every step on CPU, where they cost nothing). A member whose loss turns
+    NaN or infinite stops: K = 1 raises :class:`NonFiniteLoss`; for K > 1 its loss leaves
+    the sum, its values are no longer logged and ``failed`` records its error, while the
+    other members go on (all failed: :class:`NonFiniteLoss`).
+    """
 
-    def _accumulate(self, loss: Tensor, n: int) -> None:
-        self._epoch_sum = loss * n if self._epoch_sum is None else self._epoch_sum + loss * n
+    def __init__(self, nets: Sequence[nn.Module], members_: Sequence[Member], *, kind: str, num_classes: int,
+                 optimizer: str, check_every: int, per_class: bool = False):
+        super().__init__()
+        if len(nets) != len(members_) or not nets:
+            raise ValueError(f"one network per member: got {len(nets)} networks for {len(members_)} members")
+        self.members = list(members_)
+        self.k = len(self.members)
+        self.optimizer_name, self.check_every = optimizer, check_every
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; valid choices are: {', '.join(OPTIMIZERS)}")
+        # The losses: members with one loss share its target tensor (the data yields one per loss).
+        self.target_losses = list(dict.fromkeys(m.loss for m in self.members))
+        groups: dict[tuple, list[int]] = {}
+        for i, m in enumerate(self.members):
+            groups.setdefault((m.loss, m.activation, m.label_smoothing, m.numerics), []).append(i)
+        self._loss_groups = [(key, torch.tensor(idx), len(idx) == self.k) for key, idx in groups.items()]
+        if self.k == 1:
+            self.net = nets[0]
+            self._blocks: list[tuple[int, int]] = [(0, 1)]
+        else:
+            self._init_stacked(nets)
+        self.stage_metrics = nn.ModuleDict({s: nn.ModuleList(
+            [Yardsticks(kind, m.activation, num_classes, per_class) for m in self.members]) for s in ("val", "test")})
+        self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in self.members]) for s in ("val", "test")})
+        self.failed: dict[int, NonFiniteLoss] = {}
+        self._bad_step: Tensor | None = None  # per member: the first step whose loss was not finite (0: none)
+        self._epoch_sum: Tensor | None = None
+        self._epoch_count = 0
+        # One optimizer, one step per batch: stepping by hand skips Lightning's closure
+        # machinery, a measurable share of a small model's step time (scripts/bench.py).
+        self.automatic_optimization = False
+
+    def _init_stacked(self, nets: Sequence[nn.Module]) -> None:
+        """One parameter block per run of consecutive members with equal optimizer settings."""
+        self._blocks = []
+        for i, m in enumerate(self.members):
+            if self._blocks and self.members[self._blocks[-1][0]].settings == m.settings:
+                self._blocks[-1] = (self._blocks[-1][0], i + 1)
+            else:
+                self._blocks.append((i, i + 1))
+        self._names = [n for n, _ in nets[0].named_parameters()]
+        if any(True for _ in nets[0].buffers()):
+            raise ValueError("members train as one model only for networks without buffers (mlp, cnn)")
+        self.blocks = nn.ModuleList()
+        for start, stop in self._blocks:
+            params, _ = stack_module_state(list(nets[start:stop]))
+            self.blocks.append(nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self._names]))
+        # the architecture, kept out of the module tree: functional_call supplies every weight
+        self._base = [copy.deepcopy(nets[0]).to("meta")]
+
+    def _stacked(self) -> tuple[Tensor, ...]:
+        if len(self.blocks) == 1:
+            return tuple(self.blocks[0])
+        return tuple(torch.cat([b[j] for b in self.blocks]) for j in range(len(self._names)))
+
+    def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
+        return functional_call(self._base[0], dict(zip(self._names, params)), (x,))
+
+    def forward(self, x: Tensor, shared: bool = True) -> Tensor:
+        """Outputs ``(K, B, C)`` for inputs ``(B, ...)`` shared by all members, or (K > 1,
+        ``shared=False``) ``(K, B, ...)``, one batch per member."""
+        if self.k == 1:
+            return self.net(x).unsqueeze(0)
+        return vmap(self._one, in_dims=(0, None if shared else 0))(self._stacked(), x)
+
+    def member_losses(self, z: Tensor, targets: Sequence[Tensor], *, shared: bool, reduction: str = "mean") -> Tensor:
+        """Each member's loss, ``(K,)`` (``mean`` over the batch) or ``(K, B)`` (``none``).
+        ``targets[j]`` are the targets of ``target_losses[j]``: ``(B, ...)`` shared by every
+        member, or (``shared=False``) ``(K, B, ...)``, one batch per member."""
+        parts, order = [], []
+        for (loss, activation, smoothing, numerics), idx, everyone in self._loss_groups:
+            t = targets[self.target_losses.index(loss)]
+            zg = z if everyone else z[idx.to(z.device)]
+            k, b = zg.shape[:2]
+            if shared:
+                t = t.expand(k, *t.shape)
+            elif not everyone:
+                t = t[idx.to(t.device)]
+            per = losses.compute(loss, activation, zg.reshape(k * b, *zg.shape[2:]), t.reshape(k * b, *t.shape[2:]),
+                                 label_smoothing=smoothing, numerics=numerics, reduction="none",
+                                 check_values=False).reshape(k, b)
+            parts.append(per.mean(1) if reduction == "mean" else per)
+            order.append(idx)
+        if len(parts) == 1:
+            return parts[0]
+        out = torch.cat(parts)
+        return out[torch.argsort(torch.cat(order)).to(out.device)]
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, _, *targets = batch
+        step = self.global_step + 1  # this batch's step, 1-based (global_step moves on at opt.step())
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        per_member = self.member_losses(self(x, shared=self.k == 1), targets, shared=self.k == 1)  # (K,)
+        if self.k == 1:
+            total = per_member[0]
+        else:  # members share no parameters: the sum gives each its own gradient
+            alive = self._bad_step == 0 if self._bad_step is not None else None
+            total = (per_member if alive is None else torch.where(alive, per_member, 0.0)).sum()
+        self.manual_backward(total)
+        opt.step()
+        detached = per_member.detach()
+        self._watch(detached, step)
+        # Sum on the device; hand Lightning a value only at its logging steps (no per-step
+        # logging machinery, no host sync).
+        n = x.shape[0] if self.k == 1 else x.shape[1]
+        self._epoch_sum = detached * n if self._epoch_sum is None else self._epoch_sum + detached * n
         self._epoch_count += n
+        if step % self.check_every == 0:
+            self.log_dict(self._named(detached, "train/loss_step"), on_step=True, on_epoch=False)
+        return total
+
+    def _watch(self, loss: Tensor, step: int) -> None:
+        """Note each member's first non-finite step on the device; read it every
+        ``check_every`` steps (every step on CPU, where reading costs nothing)."""
+        if self._bad_step is None:
+            self._bad_step = torch.zeros(self.k, dtype=torch.long, device=loss.device)
+        self._bad_step = torch.where(~torch.isfinite(loss) & (self._bad_step == 0), step, self._bad_step)
+        if loss.device.type == "cpu" or step % self.check_every == 0:
+            self._collect_failures()
+
+    def _collect_failures(self) -> None:
+        if self._bad_step is None:
+            return
+        for i, first in enumerate(self._bad_step.tolist()):
+            if first and i not in self.failed:
+                self.failed[i] = NonFiniteLoss(first)
+        if len(self.failed) == self.k:
+            raise self.failed[max(self.failed, key=lambda i: self.failed[i].step)]
+
+    def _alive(self) -> list[int]:
+        return [i for i in range(self.k) if i not in self.failed]
+
+    def _named(self, values: Tensor, key: str) -> dict[str, Tensor]:
+        if self.k == 1:
+            return {key: values[0]}
+        return {members.key(i, key): values[i] for i in self._alive()}
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_count = None, 0
 
     def epoch_loss(self) -> Tensor | None:
-        """Mean training loss over the epoch so far (on the device)."""
+        """Each member's mean training loss over the epoch so far, ``(K,)`` on the device."""
         return None if self._epoch_sum is None else self._epoch_sum / self._epoch_count
 
     def on_train_epoch_end(self) -> None:
+        self._collect_failures()
         if self._epoch_sum is not None:
             self.log_dict(self._named(self.epoch_loss(), "train/loss"), on_step=False, on_epoch=True,
                           sync_dist=self._distributed())
@@ -55,6 +224,25 @@ class SharedHooks:
     def _distributed(self) -> bool:
         """Under DDP each rank sees a shard: epoch values are averaged over the ranks."""
         return self._trainer is not None and self.trainer.world_size > 1
+
+    def _eval_step(self, stage: str, batch) -> None:
+        x, labels, *targets = batch
+        z = self(x)
+        per = self.member_losses(z, targets, shared=True, reduction="none")
+        for i in self._alive():
+            self.stage_loss[stage][i].update(per[i])
+            self.stage_metrics[stage][i].update(z[i], labels)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        values = {}
+        for i in self._alive():
+            one = {f"{stage}/loss": self.stage_loss[stage][i].compute()}
+            one.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage][i].compute().items()})
+            values.update(one if self.k == 1 else {members.key(i, k): v for k, v in one.items()})
+        for i in range(self.k):
+            self.stage_loss[stage][i].reset()
+            self.stage_metrics[stage][i].reset()
+        self.log_dict(values, sync_dist=self._distributed())  # torchmetrics already synced; a no-op mean
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -69,85 +257,8 @@ class SharedHooks:
         self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        name = getattr(self.optimizer_cfg.name, "value", self.optimizer_cfg.name)
-        if name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {name!r}; valid choices are: {', '.join(OPTIMIZERS)}")
-        return OPTIMIZERS[name](self.parameters(), self.optimizer_cfg)
-
-
-class Classifier(SharedHooks, pl.LightningModule):
-    """Trains ``net`` with ``losses.compute(loss, activation, ...)``; evaluates yardsticks.
-
-    Logs ``train/loss`` per step (every ``trainer.log_every_n_steps``) and per epoch,
-    ``val/loss`` and ``val/<yardstick>`` per epoch, ``test/*`` once. Metrics accumulate
-    on the device; the only host syncs are at logging points.
-    """
-
-    def __init__(self, net: nn.Module, *, kind: str, num_classes: int, loss: str, activation: str,
-                 label_smoothing: float, numerics: str, optimizer, check_every: int, per_class: bool = False):
-        super().__init__()
-        self.net = net
-        self.loss_name, self.activation = loss, activation
-        self.label_smoothing, self.numerics = label_smoothing, numerics
-        self.optimizer_cfg = optimizer
-        self.check_every = check_every
-        self.stage_metrics = nn.ModuleDict(
-            {s: Yardsticks(kind, activation, num_classes, per_class) for s in ("val", "test")}
-        )
-        self.stage_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
-        self._nonfinite: Tensor | None = None
-        self._last_checked = 0
-        # One optimizer, one step per batch: stepping by hand skips Lightning's closure
-        # machinery, a measurable share of a small model's step time (scripts/bench.py).
-        self.automatic_optimization = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-    def _loss(self, z: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
-        return losses.compute(
-            self.loss_name, self.activation, z, targets, label_smoothing=self.label_smoothing,
-            numerics=self.numerics, reduction=reduction, check_values=False,
-        )
-
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, _, targets = batch
-        step = self.global_step + 1  # this batch's step, 1-based (global_step moves on at opt.step())
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        loss = self._loss(self(x), targets)
-        self.manual_backward(loss)
-        opt.step()
-        detached = loss.detach()
-        self._watch(detached, step)
-        # Sum on the device; hand Lightning a value only at its logging steps (no per-step
-        # logging machinery, no host sync).
-        self._accumulate(detached, x.shape[0])
-        if step % self.check_every == 0:
-            self.log_dict(self._named(detached, "train/loss_step"), on_step=True, on_epoch=False)
-        return loss
-
-    def _named(self, value: Tensor, key: str) -> dict[str, Tensor]:
-        return {key: value}
-
-    def _watch(self, loss: Tensor, step: int) -> None:
-        """Stop on NaN/inf: accumulate a flag on the device, read it every ``check_every`` steps."""
-        bad = ~torch.isfinite(loss)
-        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
-        if loss.device.type == "cpu" or step - self._last_checked >= self.check_every:
-            if bool(self._nonfinite):
-                raise NonFiniteLoss(step, self._last_checked)
-            self._last_checked = step
-
-    def _eval_step(self, stage: str, batch) -> None:
-        x, labels, targets = batch
-        z = self(x)
-        self.stage_loss[stage].update(self._loss(z, targets, reduction="none"))
-        self.stage_metrics[stage].update(z, labels)
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        values = {f"{stage}/loss": self.stage_loss[stage].compute()}
-        values.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage].compute().items()})
-        self.log_dict(values, sync_dist=self._distributed())  # torchmetrics already synced; a no-op mean
-        self.stage_loss[stage].reset()
-        self.stage_metrics[stage].reset()
+        cls, keys = OPTIMIZERS[self.optimizer_name]
+        blocks = [self.net.parameters()] if self.k == 1 else [b.parameters() for b in self.blocks]
+        groups = [{"params": list(params), **{k: self.members[start].settings[k] for k in keys}}
+                  for params, (start, _) in zip(blocks, self._blocks)]
+        return cls(groups)

@@ -30,6 +30,26 @@ def write_record(output_dir: str | Path, record: dict[str, Any]) -> None:
     path.write_text(json.dumps(record, indent=2, default=str))
 
 
+def outcome(exc: Exception) -> dict[str, Any]:
+    """The record of a job that did not train: a bad config or invalid cell is skipped,
+    anything else failed (with the MLflow run it failed in, when one existed)."""
+    from xentlab.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return {"status": "skipped", "reason": str(exc)}
+    return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "run_id": getattr(exc, "xentlab_run_id", None)}
+
+
+def trained(result: dict[str, Any]) -> dict[str, Any]:
+    """The record of a job that trained (``train.run``'s result): failed where a member of
+    a batched model diverged (its run ended FAILED while the others went on)."""
+    runs = result.get("runs")
+    errors = ([f"seed {r['seed']}: {r['error']}" for r in runs if "error" in r] if runs is not None
+              else [result["error"]] if "error" in result else [])
+    record = {k: v for k, v in result.items() if k != "error"}
+    return {**record, "status": "failed", "reason": "; ".join(errors)} if errors else {**record, "status": "ran"}
+
+
 def read_records(sweep_dir: str | Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted(Path(sweep_dir).glob(f"**/{RECORD}")):

@@ -22,9 +22,9 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 
 from xentlab import checkpoints, compat, losses, members, models, tasks
 from xentlab.config import ConfigError, validate
-from xentlab.data import DeviceData
+from xentlab.data import DeviceData, MemberData
 from xentlab.metrics import available
-from xentlab.module import Classifier
+from xentlab.module import Classifier, Member
 from xentlab.tracking import lifecycle, store
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,10 @@ def plan(cfg: Any) -> Plan:
                 seeds, bool(cfg.seeds), names)
 
 
-def describe(cfg: Any, p: Plan, seed: int, output_dir: Optional[str]) -> lifecycle.RunDescription:
+def describe(cfg: Any, p: Plan, seed: int, checkpoint_dir: Optional[Path], members_: int = 1) -> lifecycle.RunDescription:
     """Every tag and param of a member's MLflow run (the store adds its git commit and process;
-    the device follows once Lightning has picked it, an error or resume when they happen)."""
+    the device follows once Lightning has picked it, an error or resume when they happen).
+    ``members_``: how many members its model trains (``batch_members`` tag when more than one)."""
     one = OmegaConf.merge(cfg, {"seed": seed})
     tags = {
         "task": p.task.name, "task_kind": p.task.kind, "activation": p.activation,
@@ -91,8 +92,10 @@ def describe(cfg: Any, p: Plan, seed: int, output_dir: Optional[str]) -> lifecyc
         tags["class_names"] = ",".join(p.task.class_names)
     if p.batched:
         tags["seed_batch"] = ",".join(map(str, p.seeds))
-    if cfg.trainer.checkpoint:
-        tags["checkpoint"] = str(_checkpoint_dir(output_dir) / checkpoints.LAST)
+    if members_ > 1:
+        tags["batch_members"] = members_
+    if checkpoint_dir is not None:
+        tags["checkpoint"] = str(checkpoint_dir / checkpoints.LAST)
     return lifecycle.RunDescription(p.run_names[seed], tags, OmegaConf.to_container(one, resolve=True, enum_to_str=True),
                                     OmegaConf.to_yaml(one, resolve=True))
 
@@ -111,18 +114,36 @@ def tracker_for(cfg: Any):
     return lifecycle.MlflowTracking(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.stale_after)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One member of a model: one MLflow run, with its own config (``seed`` set)."""
+
+    cfg: Any
+    plan: Plan
+    seed: int
+    output_dir: Optional[str] = None
+
+    @property
+    def member(self) -> Member:
+        o = self.cfg.optimizer
+        return Member(self.plan.loss, self.plan.activation, float(self.cfg.loss.label_smoothing), self.plan.numerics,
+                      float(o.lr), float(o.momentum), float(o.weight_decay))
+
+
+def parts(cfg: Any, p: Plan, output_dir: Optional[str] = None) -> list[Part]:
+    """The members of one job: its seed, or each of ``seeds=[...]``."""
+    return [Part(OmegaConf.merge(cfg, {"seed": s}) if p.batched else cfg, p, s, output_dir) for s in p.seeds]
+
+
 def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and test one configuration; return its run name, MLflow run id and test metrics.
 
-    With ``seeds=[...]`` the seeds train together as one batched model (``xentlab.batched``)
-    and the result lists one entry per seed under ``runs``. With ``resume=auto`` a FINISHED
-    earlier run of the same configuration is returned as it is (``already_done``), and a
-    killed or failed one goes on from its checkpoint. ``callbacks`` are extra Lightning
-    callbacks (the benchmark times epochs with one)."""
+    With ``seeds=[...]`` the seeds train together as one model (members of
+    ``xentlab.module.Classifier``) and the result lists one entry per seed under ``runs``.
+    With ``resume=auto`` a FINISHED earlier run of the same configuration is returned as it
+    is (``already_done``), and a killed or failed one goes on from its checkpoint.
+    ``callbacks`` are extra Lightning callbacks (the benchmark times epochs with one)."""
     p = plan(cfg)
-    if p.cell.status is compat.Status.QUESTIONABLE:
-        log.warning("questionable combination: activation=%s loss=%s on %s: %s",
-                    p.activation, p.loss, p.task.name, p.cell.reason)
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tracker = tracker_for(cfg)
     resume_from = cfg.resume
@@ -139,63 +160,85 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
     if resume:
         log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
                  f", logging into MLflow run {resume.run_id}" if resume.run_id and cfg.logger.name != "none" else "")
-
-    module, data = build(cfg, p)
-    descriptions = {s: describe(cfg, p, s, output_dir) for s in p.seeds}
-    with tracker.open(descriptions, routed=p.batched, resume_run_id=resume.run_id if resume else None) as session:
-        record = checkpoints.RunRecord(container, None if p.batched else session.run_ids[p.seeds[0]])
-        metrics = _fit_and_test(cfg, p, module, data, output_dir, logger=session.logger,
-                                on_device=session.set_tags,
-                                ckpt_path=str(resume.path) if resume else None,
-                                extra_callbacks=[record, *session.callbacks, *callbacks])
+    results = fit(parts(cfg, p, output_dir), tracker, resume=resume, callbacks=callbacks)
     if not p.batched:
-        return {"run_name": p.run_name, "run_id": session.run_ids[p.seeds[0]],
-                "combination_status": p.cell.status.value, "metrics": metrics}
-    runs = [{"seed": s, "run_name": p.run_names[s], "run_id": session.run_ids[s], "metrics": members.of(metrics, s)}
-            for s in p.seeds]
-    return {"runs": runs, "combination_status": p.cell.status.value}
+        return {**results[0][1], "combination_status": p.cell.status.value}
+    return {"runs": [r for _, r in results], "combination_status": p.cell.status.value}
 
 
-def build(cfg: Any, p: Plan):
-    """The data on the training device, targets in the loss's format, and the module."""
-    pl.seed_everything(p.seeds[0], workers=False, verbose=False)
+def fit(members_: Sequence[Part], tracker, *, resume: Optional[checkpoints.Resume] = None,
+        callbacks: Sequence[Callback] = ()) -> list[tuple[Part, dict[str, Any]]]:
+    """Train and test members that share task, data, architecture, batch size, epochs and
+    optimizer (``xentlab.batching.group_key``) as one model, each logged to its own run.
+    Returns (member, result) pairs; a member whose loss diverged has ``error`` and its run
+    ended FAILED, while the others finished."""
+    ordered = sorted(members_, key=lambda m: tuple(m.member.settings.values()))  # equal settings: one block
+    first = ordered[0]
+    for m in ordered:
+        if m.plan.cell.status is compat.Status.QUESTIONABLE:
+            log.warning("questionable combination: activation=%s loss=%s on %s: %s",
+                        m.plan.activation, m.plan.loss, m.plan.task.name, m.plan.cell.reason)
+    module, data = build(ordered)
+    k = len(ordered)
+    checkpoint_dir = _checkpoint_dir(first.output_dir)
+    descriptions = {i: describe(m.cfg, m.plan, m.seed, checkpoint_dir if first.cfg.trainer.checkpoint else None, k)
+                    for i, m in enumerate(ordered)}
+    container = OmegaConf.to_container(first.cfg, resolve=True, enum_to_str=True)
+    with tracker.open(descriptions, routed=k > 1, resume_run_id=resume.run_id if resume else None) as session:
+        record = checkpoints.RunRecord(container, session.run_ids[0] if k == 1 else None)
+        metrics = _fit_and_test(first.cfg, k, module, data, first.output_dir, logger=session.logger,
+                                on_device=session.set_tags, ckpt_path=str(resume.path) if resume else None,
+                                extra_callbacks=[record, *session.callbacks, *callbacks])
+        for i, exc in module.failed.items():
+            session.fail(i, exc)
+    out = []
+    for i, m in enumerate(ordered):
+        result = {"seed": m.seed, "run_name": m.plan.run_names[m.seed], "run_id": session.run_ids[i],
+                  "metrics": metrics if k == 1 else members.of(metrics, i)}
+        if i in module.failed:
+            result["error"] = f"{type(module.failed[i]).__name__}: {module.failed[i]}"
+        out.append((m, result))
+    return out
+
+
+def build(members_: Sequence[Part]):
+    """The data on the training device (targets in each member's loss format) and the module."""
+    first = members_[0]
+    cfg, p = first.cfg, first.plan
+    pl.seed_everything(first.seed, workers=False, verbose=False)
     splits = tasks.build(p.task, cfg.task, cfg.data)
     if cfg.data.batch_size > len(splits.train):
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(splits.train)} training examples")
+    nets = []
+    for m in members_:  # each member's weights exactly as a run with its seed alone draws them
+        pl.seed_everything(m.seed, workers=False, verbose=False)
+        nets.append(models.build(m.cfg.model, p.task.input_shape, p.num_outputs))
+    if cfg.trainer.compile:
+        nets = [torch.compile(nets[0])]
+    module = Classifier(nets, [m.member for m in members_], kind=p.task.kind, num_classes=p.task.num_classes,
+                        optimizer=_value(cfg.optimizer.name), check_every=cfg.trainer.log_every_n_steps,
+                        per_class=cfg.task.imbalance is not None)
     targets = {}
     for name in ("train", "val", "test"):
         split = getattr(splits, name)
-        targets[name] = losses.encode_targets(p.loss, split.y, p.num_outputs)
+        targets[name] = tuple(losses.encode_targets(loss, split.y, p.num_outputs) for loss in module.target_losses)
         shape = torch.empty((len(split), p.num_outputs), device="meta")
-        losses.validate_targets(p.loss, shape, targets[name])  # once, so training steps need no host sync
-    nets = []
-    for seed in p.seeds:  # each seed's weights exactly as a run with that seed alone draws them
-        pl.seed_everything(seed, workers=False, verbose=False)
-        nets.append(models.build(cfg.model, p.task.input_shape, p.num_outputs))
-    common = dict(kind=p.task.kind, num_classes=p.task.num_classes, loss=p.loss, activation=p.activation,
-                  label_smoothing=cfg.loss.label_smoothing, optimizer=cfg.optimizer, numerics=p.numerics,
-                  check_every=cfg.trainer.log_every_n_steps, per_class=cfg.task.imbalance is not None)
+        for loss, t in zip(module.target_losses, targets[name]):
+            losses.validate_targets(loss, shape, t)  # once, so training steps need no host sync
     batch_sizes = dict(batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size)
-    if p.batched:
-        from xentlab.batched import SeedBatchedClassifier, SeedBatchedData
-
-        return (SeedBatchedClassifier(nets, seeds=p.seeds, **common),
-                SeedBatchedData(splits, targets, seeds=p.seeds, **batch_sizes))
-    net = torch.compile(nets[0]) if cfg.trainer.compile else nets[0]
-    return (Classifier(net, **common),
-            DeviceData(splits, targets["train"], targets["val"], targets["test"], seed=cfg.seed, **batch_sizes))
+    if len(members_) == 1:
+        return module, DeviceData(splits, targets, seed=first.seed, **batch_sizes)
+    return module, MemberData(splits, targets, seeds=[m.seed for m in members_], **batch_sizes)
 
 
 class EpochSummary(Callback):
     """One line per epoch, also where progress bars are off (sweeps, CI logs)."""
 
-    def __init__(self, batched: bool):
-        self.batched = batched
-
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            log.info("training started: %d steps per epoch on %s%s", trainer.num_training_batches,
-                     trainer.strategy.root_device, f" x {trainer.world_size} processes" if trainer.world_size > 1 else "")
+            log.info("training started: %d steps per epoch on %s%s%s", trainer.num_training_batches,
+                     trainer.strategy.root_device, f" x {trainer.world_size} processes" if trainer.world_size > 1 else "",
+                     f", {pl_module.k} members as one model" if pl_module.k > 1 else "")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
@@ -204,12 +247,15 @@ class EpochSummary(Callback):
         if not trainer.is_global_zero:  # DDP: one line per epoch, from rank 0
             return
         m = dict(trainer.callback_metrics)
-        if self.batched:  # one accuracy-like figure per member
-            shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m)
-                             if (parsed := members.parse(k)) and parsed[1] in ("val/acc", "val/subset_acc"))
+        if pl_module.k > 1:  # the spread of an accuracy-like figure over the members
+            acc = sorted(float(v) for k, v in m.items() if (p := members.parse(k)) and p[1] in ("val/acc", "val/subset_acc"))
+            shown = f"val accuracy over {len(acc)} members: min {acc[0]:.4f} median {acc[len(acc) // 2]:.4f} " \
+                    f"max {acc[-1]:.4f}" if acc else ""
+            if pl_module.failed:
+                shown += f"; {len(pl_module.failed)} diverged"
         else:
             if pl_module.epoch_loss() is not None and trainer.world_size == 1:
-                m["train/loss"] = pl_module.epoch_loss()
+                m["train/loss"] = pl_module.epoch_loss()[0]
             shown = " ".join(f"{k} {float(m[k]):.4f}" for k in sorted(m) if k.startswith(("train/loss", "val/"))
                              and not k.endswith("_step"))
         log.info("epoch %d/%d  %s  (%.1f s)", trainer.current_epoch + 1, trainer.max_epochs, shown,
@@ -244,11 +290,11 @@ def _checkpoint_dir(output_dir: Optional[str]) -> Path:
     return (Path(output_dir or ".") / "checkpoints").resolve()
 
 
-def _fit_and_test(cfg, p: Plan, module, data, output_dir, *, logger, extra_callbacks, on_device,
+def _fit_and_test(cfg, n_members: int, module, data, output_dir, *, logger, extra_callbacks, on_device,
                   ckpt_path: Optional[str] = None) -> dict[str, float]:
     t = cfg.trainer
     interrupt = _InterruptRecorder()
-    callbacks: list[Callback] = [EpochSummary(p.batched), interrupt, *extra_callbacks]
+    callbacks: list[Callback] = [EpochSummary(), interrupt, *extra_callbacks]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.checkpoint:
@@ -272,12 +318,12 @@ def _fit_and_test(cfg, p: Plan, module, data, output_dir, *, logger, extra_callb
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
         train_seconds = time.perf_counter() - start
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
-        (results,) = trainer.test(module, datamodule=data, verbose=True)
+        (results,) = trainer.test(module, datamodule=data, verbose=n_members == 1)  # K > 1: one table per member is noise
     except SystemExit:
         if isinstance(interrupt.exception, KeyboardInterrupt):
             raise interrupt.exception from None
         raise
-    timing = ({members.key(s, "train_seconds"): train_seconds for s in p.seeds} if p.batched
+    timing = ({members.key(i, "train_seconds"): train_seconds for i in range(n_members)} if n_members > 1
               else {"train_seconds": train_seconds})
     if logger:
         logger.log_metrics(timing, step=0)

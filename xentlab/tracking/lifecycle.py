@@ -42,6 +42,7 @@ class Session:
     run_ids: dict[int, Optional[str]]
     callbacks: list = field(default_factory=list)
     set_tags: Callable[[Mapping[str, Any]], None] = lambda tags: None  # on every run of the session
+    fail: Callable[[int, BaseException], None] = lambda member, error: None  # that member's run ends FAILED
 
 
 class NoTracking:
@@ -84,8 +85,11 @@ class MlflowTracking:
                 for r in runs.values():
                     store.set_tags(r.client, r.run_id, tags)
 
+            def fail(member: int, error: BaseException) -> None:
+                runs[member].error = error
+
             yield Session(logger, {m: r.run_id for m, r in runs.items()}, [r.heartbeat for r in runs.values()],
-                          set_tags)
+                          set_tags, fail)
 
 
 class Run:
@@ -93,6 +97,7 @@ class Run:
         from xentlab.tracking.lightning import Heartbeat
 
         self.client, self.run_id, self.logger = client, run_id, logger
+        self.error: Optional[BaseException] = None  # set: the run ends FAILED although training went on
         parent = os.environ.get(store.ENV_PARENT)
         self.heartbeat = Heartbeat(client, [run_id, parent] if parent else [run_id])
 
@@ -124,17 +129,24 @@ def tracked_run(uri: str, experiment: str, description: RunDescription,
         client.log_text(run_id, description.config_yaml, "config.yaml")
         yield run
     except BaseException as exc:
-        status = "KILLED" if interrupts.interrupted(exc) else "FAILED"
-        try:
-            store.flush(uri)
-            store.set_tags(client, run_id, {"error": (f"{type(exc).__name__}: {exc}" if str(exc)
-                                                      else type(exc).__name__)[:5000]})
-            client.set_terminated(run_id, status)
-            log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(exc).__name__, exc)
-        except Exception as inner:  # the store itself may be the problem; keep the original error
-            log.error("could not mark MLflow run %s as %s: %s", run_id, status, inner)
+        _end(client, uri, run_id, "KILLED" if interrupts.interrupted(exc) else "FAILED", exc)
         exc.xentlab_run_id = run_id  # type: ignore[attr-defined]  # lets a sweep record which run failed
         raise
     else:
+        _end(client, uri, run_id, "FAILED" if run.error else "FINISHED", run.error)
+
+
+def _end(client, uri: str, run_id: str, status: str, exc: Optional[BaseException]) -> None:
+    """Flush the run's queued metrics, then give it its final status (and its error as a tag)."""
+    try:
         store.flush(uri)
-        client.set_terminated(run_id, "FINISHED")
+        if exc is not None:
+            store.set_tags(client, run_id, {"error": (f"{type(exc).__name__}: {exc}" if str(exc)
+                                                      else type(exc).__name__)[:5000]})
+        client.set_terminated(run_id, status)
+        if exc is not None:
+            log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(exc).__name__, exc)
+    except Exception as inner:
+        if exc is None:
+            raise
+        log.error("could not mark MLflow run %s as %s: %s", run_id, status, inner)  # keep the original error

@@ -1,0 +1,89 @@
+"""Whole sweeps as one batched model (``hydra/launcher=batched``): each member computes what
+it computes when trained alone, and is a normal MLflow run."""
+
+import pytest
+
+from conftest import configs, run_xentlab, runs_in
+from xentlab import batching, train
+from xentlab.tracking.lifecycle import NoTracking
+
+SMALL = ("task=mnist", "data.subset=512", "data.val_size=500", "data.batch_size=64", "data.eval_batch_size=250",
+         "trainer.max_epochs=2", "model.hidden=[32]", "logger=none", "trainer.progress_bar=false",
+         "trainer.checkpoint=false", "trainer.log_every_n_steps=4")
+
+MIXED = {  # two losses or more, two activations, two learning rates, two seeds, per optimizer
+    "adam": [
+        ("activation=softmax", "loss=sparse_cce", "optimizer.lr=1e-3", "seed=0"),
+        ("activation=softmax", "loss=mse", "optimizer.lr=3e-3", "seed=1"),
+        ("activation=sigmoid", "loss=bce", "optimizer.lr=1e-3", "seed=1"),
+        ("activation=sigmoid", "loss=mse", "optimizer.lr=3e-3", "seed=0", "model.init_scale=2"),
+        ("activation=softmax", "loss=cce", "loss.label_smoothing=0.1", "optimizer.lr=1e-2", "seed=2",
+         "optimizer.weight_decay=1e-3"),
+        ("activation=sigmoid", "loss=cce", "loss.numerics=keras", "optimizer.lr=1e-3", "seed=0"),
+    ],
+    "sgd": [
+        ("activation=softmax", "loss=sparse_cce", "optimizer.lr=0.05", "seed=0"),
+        ("activation=sigmoid", "loss=bce", "optimizer.lr=0.05", "optimizer.momentum=0.9", "seed=1"),
+        ("activation=softmax", "loss=mse", "optimizer.lr=0.2", "optimizer.momentum=0.5", "seed=0",
+         "optimizer.weight_decay=1e-3"),
+    ],
+}
+
+
+def _parts(optimizer, cells):
+    cfgs = configs(*[(*SMALL, f"optimizer.name={optimizer}", *cell) for cell in cells])
+    return [part for cfg in cfgs for part in train.parts(cfg, train.plan(cfg))]
+
+
+@pytest.mark.parametrize("optimizer", sorted(MIXED))
+def test_each_member_matches_its_config_trained_alone(mnist_root, optimizer):
+    parts = _parts(optimizer, MIXED[optimizer])
+    assert len(batching.groups([(None, p) for p in parts], max_members=64)) == 1  # the launcher makes one model
+    together = {id(p): r for p, r in train.fit(parts, NoTracking())}
+    for part in parts:
+        ((_, alone),) = train.fit([part], NoTracking())
+        mine = together[id(part)]["metrics"]
+        for key in ("val/loss", "val/acc", "test/loss", "test/acc", "test/nll", "test/brier"):
+            assert mine[key] == pytest.approx(alone["metrics"][key], rel=2e-4, abs=2e-5), (part.member, key)
+
+
+def test_members_group_by_what_they_share():
+    cells = [("task=binary", "activation=sigmoid", "loss=bce", "seed=0"),
+             ("task=binary", "activation=softmax", "loss=bce", "seed=0"),  # two outputs: another model
+             ("task=binary", "activation=none", "loss=mse", "optimizer.lr=0.1", "model.init_scale=3", "seed=1"),
+             ("task=binary", "activation=sigmoid", "loss=mse", "data.batch_size=32"),  # other batches: another
+             ("task=binary", "activation=sigmoid", "loss=mse", "optimizer.name=sgd"),  # other optimizer: another
+             ("task=binary", "activation=softmax", "loss=cce", "seeds=[3,4]")]
+    cfgs = configs(*[(*SMALL[1:], *c) for c in cells])
+    parts = [(i, part) for i, cfg in enumerate(cfgs) for part in train.parts(cfg, train.plan(cfg))]
+    grouped = [sorted(i for i, _ in g) for g in batching.groups(parts, max_members=64)]
+    assert grouped == [[0, 2], [1, 5, 5], [3], [4]]
+    assert [len(g) for g in batching.groups(parts, max_members=2)] == [2, 2, 1, 1, 1]
+
+
+def test_resume_compile_and_ddp_are_refused_with_a_reason():
+    cfgs = configs((*SMALL, "resume=auto", "logger=mlflow"), (*SMALL, "trainer.compile=true"),
+                   (*SMALL, "trainer=ddp"), SMALL)
+    reasons = [batching.refuse(c) for c in cfgs]
+    assert "resume" in reasons[0] and "compile" in reasons[1] and "ddp" in reasons[2] and reasons[3] is None
+
+
+TINY = ("data.subset=300", "data.val_size=500", "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
+
+
+def test_the_launcher_skips_bad_cells_fails_a_diverged_member_and_finishes_the_rest(mnist_root, store, tmp_path):
+    out = run_xentlab("-m", "hydra/launcher=batched", "task=binary", "loss=mse,sparse_cce", "activation=none",
+                      "optimizer.name=sgd", "optimizer.lr=1e6,0.01", *TINY, f"logger.tracking_uri={store}",
+                      cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "xentlab sweep: 1 ran, 2 skipped, 1 failed" in out.stdout
+    assert "optimizer.lr=1000000.0: NonFiniteLoss: loss became NaN or infinite at step 2" in out.stdout
+    client, runs = runs_in(store)
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    members = {r.data.params["optimizer.lr"]: r for r in runs if r is not parent}
+    assert set(members) == {"1000000.0", "0.01"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in members.values())
+    assert members["1000000.0"].info.status == "FAILED" and "at step 2" in members["1000000.0"].data.tags["error"]
+    assert members["0.01"].info.status == "FINISHED" and members["0.01"].data.tags["batch_members"] == "2"
+    assert [m.step for m in client.get_metric_history(members["0.01"].info.run_id, "val/loss")] == [0, 1]
+    assert "val/loss" not in members["1000000.0"].data.metrics  # nothing logged after it diverged
