@@ -2,6 +2,7 @@
 
     python scripts/bench.py                       # CPU here, the GPU where there is one
     python scripts/bench.py --batch-sizes 128 512 --epochs 3 --json bench.json
+    python scripts/bench.py --mode sweep --json bench-sweep.json   # launchers, per-job overhead
 
 Measures seconds per epoch and samples per second (MNIST, 784-256-128-10 MLP, Adam,
 sparse CCE) for
@@ -14,6 +15,11 @@ plus start-up of ``python run.py`` to its first training step against a bare
 ``import torch, pytorch_lightning, mlflow, hydra``, and the cost of one-hot ``cce``
 against ``sparse_cce`` for 10, 1,000 and 10,000 classes. Prints a table of ratios and
 writes everything as JSON. Machines are noisy: compare ratios taken in one run.
+
+``--mode sweep`` times whole sweeps instead: the same grids with the default launcher,
+``joblib`` (2 jobs) and ``batched`` (rounds interleaved; ``experiment=loss_grid_mnist``
+once), the seconds a job of a sequential sweep spends outside its training, validation
+and test steps, and the per-model speed of models of K members.
 """
 
 from __future__ import annotations
@@ -201,8 +207,139 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+class StepTimer(pl.Callback):
+    """Seconds inside training, validation and test steps (batch start to batch end)."""
+
+    def __init__(self):
+        self.inside = 0.0
+
+    def _start(self, *args):
+        self._t0 = time.perf_counter()
+
+    def _end(self, *args):
+        self.inside += time.perf_counter() - self._t0
+
+    on_train_batch_start = on_validation_batch_start = on_test_batch_start = _start
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _end
+
+
+def job_overhead(data_root: str, store: str, jobs: int) -> dict[str, dict]:
+    """A sequential sweep in one process, as Hydra's basic launcher runs it: ``jobs`` 1-epoch
+    jobs on ``data.subset=5000`` with MLflow; seconds per job outside its steps."""
+    from xentlab import train
+
+    walls, overheads = [], []
+    for j in range(jobs):
+        cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", "trainer.max_epochs=1", f"seed={j}",
+                       "trainer.progress_bar=false", "trainer.checkpoint=false", f"logger.tracking_uri={store}")
+        timer = StepTimer()
+        t0 = time.perf_counter()
+        train.run(cfg, output_dir=tempfile.mkdtemp(), callbacks=[timer])
+        walls.append(time.perf_counter() - t0)
+        overheads.append(walls[-1] - timer.inside)
+    # the first job pays one-off costs (data read, store created); a sweep's later jobs do not
+    return {"first_job_s": {"wall": walls[0], "outside_steps": overheads[0]},
+            "later_jobs_wall_s": spread(walls[1:]), "later_jobs_outside_steps_s": spread(overheads[1:])}
+
+
+def sweep_wall(overrides: tuple[str, ...], launcher: tuple[str, ...], data_root: str, tmp: str) -> float:
+    """Wall seconds of ``python run.py -m <overrides> <launcher>``, start-up included."""
+    out = tempfile.mkdtemp(dir=tmp)
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, *launcher, f"data.root={data_root}",
+           f"logger.tracking_uri=sqlite:///{out}/mlflow.db", f"hydra.sweep.dir={out}/multirun",
+           "trainer.progress_bar=false"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - t0
+    if done.returncode != 0 or " 0 failed" not in done.stdout:
+        raise RuntimeError(f"sweep {' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return wall
+
+
+SWEEPS = {  # name: the sweep's overrides
+    "acceptance grid (16 jobs, data.subset=5000, 2 epochs)": (
+        "task=mnist", "activation=sigmoid,softmax", "loss=bce,cce,sparse_cce,mse", "seed=0,1", "data.subset=5000",
+        "trainer.max_epochs=2", "trainer.checkpoint=false"),
+    "experiment=loss_grid_mnist": ("experiment=loss_grid_mnist",),
+}
+LAUNCHERS = {"default": (), "joblib (2 jobs)": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+             "batched": ("hydra/launcher=batched",)}
+
+
+def members_throughput(data_root: str, accelerator: str, sizes: list[int], epochs: int = 1) -> dict[str, dict]:
+    """Seconds per epoch per model of a K-member model (a grid of activation × loss × lr ×
+    seeds cells, ``data.subset=5000``), against one model alone (K = 1)."""
+    from xentlab import train
+    from xentlab.tracking.lifecycle import NoTracking
+
+    cells = [("softmax", "sparse_cce"), ("softmax", "mse"), ("sigmoid", "bce"), ("softmax", "cce")]
+    lrs = (3e-4, 1e-3, 3e-3, 1e-2)
+    out = {}
+    for k in [1, *sizes]:
+        parts = []
+        for i in range(k):
+            activation, loss = cells[i % len(cells)]
+            cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", f"trainer.max_epochs={epochs + 1}",
+                           f"trainer.accelerator={accelerator}", "trainer.progress_bar=false",
+                           "trainer.checkpoint=false", "logger=none", f"activation={activation}", f"loss={loss}",
+                           f"optimizer.lr={lrs[(i // len(cells)) % len(lrs)]}", f"seed={i}")
+            parts += train.parts(cfg, train.plan(cfg))
+        timer = EpochTimer()
+        train.fit(parts, NoTracking(), callbacks=[timer])
+        per_epoch = median(timer.times[1:])
+        out[str(k)] = {"epoch_s": per_epoch, "per_model_epoch_s": per_epoch / k, "samples_per_s_per_model": 5000 * k / per_epoch}
+    return out
+
+
+def sweep_mode(a) -> dict:
+    """``--mode sweep``: the same sweeps under each launcher, per-job overhead, K-member throughput."""
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    tmp = tempfile.mkdtemp()
+    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                          "device": torch.cuda.get_device_name(0) if device == "gpu" else platform.processor() or "cpu"},
+              "rounds": a.rounds, "sweeps": {}}
+    for name, overrides in SWEEPS.items():
+        if name.startswith("experiment=") and "preset" in a.skip:
+            continue
+        rounds = 1 if name.startswith("experiment=") else a.rounds
+        walls: dict[str, list[float]] = {k: [] for k in LAUNCHERS}
+        for r in range(rounds):  # launchers interleaved within a round
+            for launcher, extra in LAUNCHERS.items():
+                print(f"{name}: {launcher}, round {r + 1}/{rounds}", flush=True)
+                walls[launcher].append(sweep_wall(overrides, extra, a.data_root, tmp))
+        result["sweeps"][name] = {
+            "command": "python run.py -m " + " ".join(overrides), "rounds": rounds,
+            "wall_s": {k: spread(v) for k, v in walls.items()},
+            "speedup": {k: spread([d / w for d, w in zip(walls["default"], v)]) for k, v in walls.items() if k != "default"}}
+    print("per-job overhead of a sequential sweep", flush=True)
+    result["job_overhead"] = job_overhead(a.data_root, f"sqlite:///{tmp}/overhead.db", jobs=a.rounds + 3)
+    print("members per model", flush=True)
+    result["members"] = members_throughput(a.data_root, device, a.members)
+    return result
+
+
+def sweep_markdown(result: dict) -> str:
+    lines = ["| sweep | launcher | wall s | default / launcher |", "|---|---|---|---|"]
+    for name, s in result["sweeps"].items():
+        for launcher, w in s["wall_s"].items():
+            ratio = cell(s["speedup"][launcher], "{:.2f}") if launcher in s["speedup"] else "1"
+            lines.append(f"| {name} | {launcher} | {cell(w, '{:.1f}')} | {ratio} |")
+    o = result["job_overhead"]
+    lines += ["", f"Sequential sweep, 1-epoch jobs on data.subset=5000 with MLflow: first job {o['first_job_s']['wall']:.2f} s "
+              f"({o['first_job_s']['outside_steps']:.2f} s outside its steps); later jobs "
+              f"{cell(o['later_jobs_wall_s'], '{:.2f}')} s, of which {cell(o['later_jobs_outside_steps_s'], '{:.2f}')} s "
+              "outside their training, validation and test steps.", "",
+              "| members K | epoch s | per model s | samples/s per model |", "|---|---|---|---|"]
+    for k, m in result["members"].items():
+        lines.append(f"| {k} | {m['epoch_s']:.2f} | {m['per_model_epoch_s']:.3f} | {m['samples_per_s_per_model']:,.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=["training", "sweep"], default="training",
+                    help="training: one run's path against a bare loop; sweep: launchers, per-job overhead, members")
+    ap.add_argument("--members", type=int, nargs="+", default=[8, 32, 128], help="sweep mode: K per model")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--epochs", type=int, default=1, help="timed epochs per call (one more runs as warm-up)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every variant")
@@ -210,8 +347,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for (c)")
     ap.add_argument("--data-root", default=str(ROOT / "data"))
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
-    ap.add_argument("--skip", nargs="*", default=[], choices=["dataloader", "mlflow", "startup", "sparse", "seeds"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["dataloader", "mlflow", "startup", "sparse", "seeds", "preset"])
     a = ap.parse_args(argv)
+    if a.mode == "sweep":
+        result = sweep_mode(a)
+        print("\n" + sweep_markdown(result))
+        a.json.write_text(json.dumps(result, indent=2))
+        print(f"written {a.json}")
+        return result
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     splits = mnist_task.build(None, make_cfg(f"data.root={a.data_root}").data)

@@ -10,6 +10,7 @@ or of tracking.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -99,11 +100,37 @@ def resolve(task_cfg: Any, data_cfg: Any) -> TaskSpec:
     return spec
 
 
+_BUILT: dict[str, Splits] = {}
+_KEEP = 2  # data sets kept per process (full MNIST as float tensors: about 220 MB)
+
+
 def build(spec: TaskSpec, task_cfg: Any, data_cfg: Any) -> Splits:
-    """The task's splits with the conditions of ``task_cfg`` (noise, imbalance) applied to training."""
+    """The task's splits with the conditions of ``task_cfg`` (noise, imbalance) applied to training.
+
+    The splits before the conditions are built once per process for each set of options that
+    changes them, so a sequential sweep does not read and convert its data again for every
+    job. A task that reads a user's file (``infer``) caches the file itself, keyed by its
+    modification time."""
     from xentlab.tasks import conditions
 
-    return conditions.apply(spec.build(task_cfg, data_cfg), spec.kind, spec.num_classes, task_cfg)
+    if TASKS.get(spec.name, spec).infer is not None:
+        splits = spec.build(task_cfg, data_cfg)
+    else:
+        key = json.dumps([_options(task_cfg, ("label_noise", "imbalance")),
+                          _options(data_cfg, ("batch_size", "eval_batch_size"))], sort_keys=True, default=str)
+        if key not in _BUILT:
+            while len(_BUILT) >= _KEEP:
+                _BUILT.pop(next(iter(_BUILT)))
+            _BUILT[key] = spec.build(task_cfg, data_cfg)
+        splits = _BUILT[key]
+    return conditions.apply(splits, spec.kind, spec.num_classes, task_cfg)
+
+
+def _options(cfg: Any, ignore: tuple[str, ...]) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg) else vars(cfg)
+    return {k: v for k, v in values.items() if k not in ignore}
 
 
 from xentlab.tasks import mnist, binary, multilabel, file  # noqa: E402,F401  (the built-in tasks register themselves)

@@ -82,6 +82,12 @@ def experiment_id(client, name: str) -> str:
 # the environment, which every launcher (in-process, joblib workers, submitit) passes on.
 ENV_URI, ENV_EXPERIMENT, ENV_PARENT = "XENTLAB_TRACKING_URI", "XENTLAB_EXPERIMENT", "XENTLAB_PARENT_RUN_ID"
 
+# Unbuffered, MLflow's async queue blocks up to 1 s on an empty queue before it sees a flush,
+# twice at the end of every run (our flush, then set_terminated's): most of a short sweep
+# job's fixed cost (scripts/bench.py --mode sweep). Buffered, it waits on the stop event
+# instead and wakes at once (whole seconds only; points are merged into fewer writes).
+os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
+
 
 def resolve_uri(tracking_uri: Optional[str]) -> str:
     """The store a run will use: the config's, else MLflow's default (MLFLOW_TRACKING_URI or
