@@ -40,6 +40,9 @@ NOTE = ("Runs are compared on the task's yardsticks (test split), never on their
 LR_NOTE = (" Runs differ in optimizer.lr: the table has a row per learning rate, and the grid shows each "
            "cell at the learning rate with the best mean validation {metric} (chosen on validation data, "
            "reported on test data).")
+BEST_LR_NOTE = (" Runs differ in optimizer.lr ({lrs}): each cell is shown at the learning rate with the best mean "
+                "validation {metric} only (--best-lr). The choice was made on validation data; the test scores "
+                "and ★ are those of that learning rate.")
 
 
 def _fmt(cell: Optional[dict], digits: int = 4) -> str:
@@ -184,7 +187,8 @@ def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Pa
              f"<h1>{html.escape(title)}</h1>"]
     files = []
     for task, table in tables.items():
-        lr_note = LR_NOTE.format(metric=table["rank_by"]) if len(table["learning_rates"]) > 1 else ""
+        lr_note = "" if len(table["learning_rates"]) < 2 else (BEST_LR_NOTE if table["best_lr"] else LR_NOTE).format(
+            metric=table["rank_by"], lrs=", ".join(table["learning_rates"]))
         note = NOTE.format(metric=table["rank_by"], target=table["target"], lr_note=lr_note)
         if table["conditions_note"]:
             note = table["conditions_note"] + " " + note
@@ -213,7 +217,7 @@ def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Pa
 
 def compare(*, tracking_uri: Optional[str] = None, experiment: Optional[str] = None, parent: Optional[str] = None,
             filter_string: str = "", out: Optional[Path] = None, targets: Optional[dict[str, float]] = None,
-            attach: bool = True) -> dict[str, Any]:
+            attach: bool = True, best_lr: bool = False) -> dict[str, Any]:
     """Build the report; returns the tables. Attaches it to the sweep's parent run if there is one."""
     from xentlab import tracking
 
@@ -221,7 +225,7 @@ def compare(*, tracking_uri: Optional[str] = None, experiment: Optional[str] = N
     runs = load_runs(client, experiment=experiment, parent=parent, filter_string=filter_string)
     if not runs:
         raise SystemExit("compare: no finished runs match; check --experiment/--parent/--filter and the store")
-    tables = aggregate(runs, targets)
+    tables = aggregate(runs, targets, best_lr=best_lr)
     title = f"xentlab comparison: {experiment or parent or 'all runs'}"
     out = out or Path("reports") / (experiment or parent or "all")
     files = write_report(tables, runs, out, title)
@@ -245,10 +249,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--target", action="append", default=[], metavar="KIND=VALUE",
                     help="accuracy target for 'epochs to target', e.g. multiclass=0.98 (repeatable)")
     ap.add_argument("--no-attach", action="store_true", help="do not log the report to the parent run")
+    ap.add_argument("--best-lr", action="store_true",
+                    help="one row per cell: the learning rate with the best mean validation score (fair grids)")
     a = ap.parse_args(argv)
     targets = {k: float(v) for k, v in (t.split("=", 1) for t in a.target)}
     compare(tracking_uri=a.tracking_uri, experiment=a.experiment, parent=a.parent, filter_string=a.filter,
-            out=a.out, targets=targets, attach=not a.no_attach)
+            out=a.out, targets=targets, attach=not a.no_attach, best_lr=a.best_lr)
 
 
 if __name__ == "__main__":

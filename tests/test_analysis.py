@@ -65,6 +65,16 @@ def test_best_marks_every_row_that_ties_and_the_grid_picks_lr_on_validation():
     assert [k for k, g in grid.items() if g["best"]] == ["softmax/cce", "softmax/mse"]
     assert grid["sigmoid/bce"]["mean"] == pytest.approx(0.81) and not grid["sigmoid/bce"]["best"]
 
+    # --best-lr: the table itself keeps each cell at its validation-chosen lr, so the 0.95 row that
+    # only looks best on test data is gone and the ties are Welch's test among the chosen rows
+    chosen = analysis.aggregate(runs, best_lr=True)["mnist"]
+    by_cell = {(r["activation"], r["loss"]): r for r in chosen["rows"]}
+    assert {c: r["lr"] for c, r in by_cell.items()} == {("softmax", "cce"): "0.001", ("softmax", "mse"): "0.001",
+                                                      ("sigmoid", "bce"): "0.001", ("none", "mse"): "0.01"}
+    assert by_cell[("none", "mse")]["acc"]["mean"] == pytest.approx(statistics.fmean([0.60, 0.61, 0.62]))
+    best = {(chosen["rows"][i]["activation"], chosen["rows"][i]["loss"]) for i in chosen["best"]["acc"]}
+    assert best == {("softmax", "cce"), ("softmax", "mse")}
+
 
 def test_each_condition_gets_its_own_table_with_a_heading_note_and_per_class_columns():
     def cond(noise, imbalance, seed, acc, extra=()):

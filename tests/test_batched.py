@@ -3,7 +3,7 @@ it computes when trained alone, and is a normal MLflow run."""
 
 import pytest
 
-from conftest import configs, run_xentlab, runs_in
+from conftest import configs, preset_jobs, run_xentlab, runs_in
 from xentlab import batching, train
 from xentlab.tracking.lifecycle import NoTracking
 
@@ -87,3 +87,34 @@ def test_the_launcher_skips_bad_cells_fails_a_diverged_member_and_finishes_the_r
     assert members["0.01"].info.status == "FINISHED" and members["0.01"].data.tags["batch_members"] == "2"
     assert [m.step for m in client.get_metric_history(members["0.01"].info.run_id, "val/loss")] == [0, 1]
     assert "val/loss" not in members["1000000.0"].data.metrics  # nothing logged after it diverged
+
+
+@pytest.mark.parametrize("preset", ["fair_grid_binary", "fair_grid_mnist", "fair_grid_multilabel"])
+def test_fair_grid_presets_batch_every_cell_at_four_learning_rates_and_three_seeds(preset):
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+    from xentlab import config, losses
+    from xentlab.config import ConfigError
+
+    config.register()
+    jobs = preset_jobs(preset)
+    cells = {tuple(o.split("=")[1] for o in job if o.startswith(("activation=", "loss="))) for job in jobs}
+    assert cells == set(itertools.product(losses.ACTIVATIONS, losses.LOSSES))
+    assert {float(o.split("=")[1]) for job in jobs for o in job if o.startswith("optimizer.lr=")} == {3e-4, 1e-3, 3e-3, 1e-2}
+    assert len(jobs) == len(cells) * 4 * 3
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        hydra_cfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert hydra_cfg.hydra.launcher._target_.endswith(".BatchedLauncher")
+    # learning rate and seed may differ within a model: one of each is enough to see the models
+    valid = []
+    for cfg in configs(*[(f"experiment={preset}", *job) for job in jobs if "seed=0" in job and "optimizer.lr=0.001" in job]):
+        try:
+            valid += [(None, part) for part in train.parts(cfg, train.plan(cfg))]
+        except ConfigError:
+            continue
+    outputs = {part.plan.num_outputs for _, part in valid}
+    assert len(outputs) == (2 if preset == "fair_grid_binary" else 1)  # binary: sigmoid/none 1 output, softmax 2
+    assert len(batching.groups(valid, max_members=64)) == len(outputs)

@@ -188,11 +188,24 @@ def _ties(rows: list[dict[str, Any]], col: str, higher: bool) -> list[int]:
     return [i for i in scored if indistinguishable(rows[i]["values"][col], rows[top]["values"][col])]
 
 
-def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -> dict[str, dict[str, Any]]:
+def chosen_lr(rows: list[dict[str, Any]], rank: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per activation × loss cell, its row at the learning rate with the best mean validation ``rank``."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        cell, score = (row["activation"], row["loss"]), row["val_" + rank]
+        held = out.get(cell)
+        if held is None or (score is not None and (held["val_" + rank] is None or score > held["val_" + rank])):
+            out[cell] = row
+    return out
+
+
+def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
+              best_lr: bool = False) -> dict[str, dict[str, Any]]:
     """One table per task and condition (``RunInfo.table``): a row per activation + loss (+ learning rate, where runs differ in
     it) with mean and CI per yardstick over seeds; ``best`` lists, per column, the rows that
     tie with the best; ``grid`` holds each activation × loss cell at its learning rate chosen
-    on validation."""
+    on validation. ``best_lr``: the table too keeps only that learning rate's row per cell,
+    so its test scores (and ties) are those of a choice made without looking at the test split."""
     targets = {**TARGETS, **(targets or {})}
     tables: dict[str, dict[str, Any]] = {}
     for name in sorted({r.table for r in runs}):
@@ -206,14 +219,14 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -
         lrs = sorted({r.lr for r in mine})
         keys = sorted({(r.activation, r.loss, r.lr) for r in mine})
         rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, targets[kind]) for k in keys]
+        if best_lr:
+            rows = list(chosen_lr(rows, rank).values())
         rows.sort(key=lambda r: -(r[rank]["mean"] if r[rank] else -math.inf))
         best = {col: _ties(rows, col, higher) for col, higher in {**cols, "train_seconds": False}.items()}
         reached = [(r["epochs_to_target"]["mean"], i) for i, r in enumerate(rows) if r["epochs_to_target"]["mean"]]
         best["epochs_to_target"] = [min(reached)[1]] if reached else []
         grid = {}
-        for act, loss in sorted({(r["activation"], r["loss"]) for r in rows}):
-            candidates = [r for r in rows if (r["activation"], r["loss"]) == (act, loss)]
-            chosen = max(candidates, key=lambda r: -math.inf if r["val_" + rank] is None else r["val_" + rank])
+        for (act, loss), chosen in sorted(chosen_lr(rows, rank).items()):
             grid[f"{act}/{loss}"] = {"lr": chosen["lr"], "mean": chosen[rank]["mean"] if chosen[rank] else None,
                                      "ci95": chosen[rank]["ci95"] if chosen[rank] else None, "n": chosen["n"],
                                      "values": chosen["values"][rank]}
@@ -222,5 +235,5 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None) -
             g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))
         tables[name] = {"task": mine[0].task, "kind": kind, "conditions": conditions,
                         "conditions_note": conditions_note(conditions, kind), "rank_by": rank, "target": targets[kind], "columns": list(cols),
-                        "learning_rates": lrs, "rows": rows, "best": best, "grid": grid}
+                        "learning_rates": lrs, "best_lr": best_lr, "rows": rows, "best": best, "grid": grid}
     return tables

@@ -129,6 +129,10 @@ def register() -> None:
     choices of their own (``task=<name>``, see ``xentlab.tasks``)."""
     ConfigStore.instance().store(name="xentlab_schema", node=Config)
     import xentlab.tasks  # noqa: F401  (each task registers its typed options)
+    # hydra/launcher=batched. Hydra finds the plugin itself where hydra_plugins/ is on sys.path (run.py's
+    # folder, a regular install); an editable install's import hook hides it from that scan, so composing
+    # a config that names it from elsewhere (the tests, a notebook) needs its config registered here.
+    import hydra_plugins.xentlab_batched_launcher.batched_launcher  # noqa: F401
 
 
 class ConfigError(ValueError):
