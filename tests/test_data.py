@@ -104,3 +104,21 @@ def test_multilabel_test_mosaics_come_only_from_the_test_split(mnist_root):
 def test_unknown_task_lists_registered_ones():
     with pytest.raises(ValueError, match="unknown task 'cifar'; valid choices are: mnist, binary, multilabel"):
         tasks.get("cifar")
+
+
+def test_a_process_builds_each_data_set_once_per_set_of_options(mnist_root):
+    """A sequential sweep's jobs share the built splits; options that change them do not."""
+    from conftest import configs
+
+    same, other_batch, noisy, other_subset = configs(
+        *[("task=mnist", "data.subset=1000", f"data.root={mnist_root}", *extra)
+          for extra in ((), ("data.batch_size=32",), ("task.label_noise=0.5",), ("data.subset=2000",))])
+    spec = tasks.get("mnist")
+    first = tasks.build(spec, same.task, same.data)
+    assert tasks.build(spec, same.task, same.data).train.x is first.train.x
+    assert tasks.build(spec, other_batch.task, other_batch.data).train.x is first.train.x  # batches do not change data
+    with_noise = tasks.build(spec, noisy.task, noisy.data)
+    assert with_noise.train.x is first.train.x and (with_noise.train.y != first.train.y).float().mean() == 0.5
+    assert torch.equal(tasks.build(spec, same.task, same.data).train.y, first.train.y)  # the cache stays clean
+    bigger = tasks.build(spec, other_subset.task, other_subset.data)
+    assert len(bigger.train) == 2000 and torch.equal(bigger.train.x[:1000], first.train.x)
