@@ -85,7 +85,16 @@ class Classifier(pl.LightningModule):
         groups: dict[tuple, list[int]] = {}
         for i, m in enumerate(self.members):
             groups.setdefault((m.loss, m.activation, m.label_smoothing, m.numerics), []).append(i)
-        self._loss_groups = [(key, torch.tensor(idx), len(idx) == self.k) for key, idx in groups.items()]
+        # (loss options, which target tensor, member indices or None for all); the indices are
+        # buffers so they move to the training device once, not at every step
+        self._loss_groups = []
+        for j, (key, idx) in enumerate(groups.items()):
+            if len(idx) < self.k:
+                self.register_buffer(f"_group{j}", torch.tensor(idx), persistent=False)
+            self._loss_groups.append((key, self.target_losses.index(key[0]), f"_group{j}" if len(idx) < self.k else None))
+        if len(groups) > 1:  # member order of the concatenated per-group losses
+            order = torch.tensor([i for idx in groups.values() for i in idx])
+            self.register_buffer("_unsort", torch.argsort(order), persistent=False)
         if self.k == 1:
             self.net = nets[0]
             self._blocks: list[tuple[int, int]] = [(0, 1)]
@@ -139,24 +148,21 @@ class Classifier(pl.LightningModule):
         """Each member's loss, ``(K,)`` (``mean`` over the batch) or ``(K, B)`` (``none``).
         ``targets[j]`` are the targets of ``target_losses[j]``: ``(B, ...)`` shared by every
         member, or (``shared=False``) ``(K, B, ...)``, one batch per member."""
-        parts, order = [], []
-        for (loss, activation, smoothing, numerics), idx, everyone in self._loss_groups:
-            t = targets[self.target_losses.index(loss)]
-            zg = z if everyone else z[idx.to(z.device)]
+        parts = []
+        for (loss, activation, smoothing, numerics), target, group in self._loss_groups:
+            t = targets[target]
+            idx = None if group is None else getattr(self, group)
+            zg = z if idx is None else z[idx]
             k, b = zg.shape[:2]
             if shared:
                 t = t.expand(k, *t.shape)
-            elif not everyone:
-                t = t[idx.to(t.device)]
+            elif idx is not None:
+                t = t[idx]
             per = losses.compute(loss, activation, zg.reshape(k * b, *zg.shape[2:]), t.reshape(k * b, *t.shape[2:]),
                                  label_smoothing=smoothing, numerics=numerics, reduction="none",
                                  check_values=False).reshape(k, b)
             parts.append(per.mean(1) if reduction == "mean" else per)
-            order.append(idx)
-        if len(parts) == 1:
-            return parts[0]
-        out = torch.cat(parts)
-        return out[torch.argsort(torch.cat(order)).to(out.device)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)[self._unsort]
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, _, *targets = batch
