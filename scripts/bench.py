@@ -48,6 +48,7 @@ from xentlab import config as xconfig  # noqa: E402
 from xentlab import models, tracking  # noqa: E402
 from xentlab.tasks import mnist as mnist_task  # noqa: E402
 from xentlab.analysis import spread  # noqa: E402
+from xentlab.module import FUSED  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from costs import sparse_vs_one_hot  # noqa: E402
@@ -87,7 +88,7 @@ def bare_loop(x, y, batch_size: int, epochs: int, device, seed: int = 0) -> list
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.manual_seed(seed)
     net = models.build(make_cfg().model, (1, 28, 28), 10).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=device.type in FUSED)  # as xentlab's module
     x, y = x.to(device), y.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     times = []

@@ -30,14 +30,17 @@ MIXED = {  # two losses or more, two activations, two learning rates, two seeds,
 }
 
 
-def _parts(optimizer, cells):
-    cfgs = configs(*[(*SMALL, f"optimizer.name={optimizer}", *cell) for cell in cells])
+CNN = ("model=cnn", "model.channels=[4]", "model.hidden=[16]")
+
+
+def _parts(optimizer, cells, model=()):
+    cfgs = configs(*[(*SMALL, *model, f"optimizer.name={optimizer}", *cell) for cell in cells])
     return [part for cfg in cfgs for part in train.parts(cfg, train.plan(cfg))]
 
 
-@pytest.mark.parametrize("optimizer", sorted(MIXED))
-def test_each_member_matches_its_config_trained_alone(mnist_root, optimizer):
-    parts = _parts(optimizer, MIXED[optimizer])
+@pytest.mark.parametrize(("optimizer", "model"), [("adam", ()), ("sgd", ()), ("adam", CNN)], ids=["adam", "sgd", "adam-cnn"])
+def test_each_member_matches_its_config_trained_alone(mnist_root, optimizer, model):
+    parts = _parts(optimizer, MIXED[optimizer][:3] if model else MIXED[optimizer], model)
     assert len(batching.groups([(None, p) for p in parts], max_members=64)) == 1  # the launcher makes one model
     together = {id(p): r for p, r in train.fit(parts, NoTracking())}
     for part in parts:
@@ -87,6 +90,36 @@ def test_the_launcher_skips_bad_cells_fails_a_diverged_member_and_finishes_the_r
     assert members["0.01"].info.status == "FINISHED" and members["0.01"].data.tags["batch_members"] == "2"
     assert [m.step for m in client.get_metric_history(members["0.01"].info.run_id, "val/loss")] == [0, 1]
     assert "val/loss" not in members["1000000.0"].data.metrics  # nothing logged after it diverged
+
+
+def test_the_launcher_takes_the_configs_the_sweeper_validated_instead_of_composing_them_again():
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+    from hydra_plugins.xentlab_batched_launcher.batched_launcher import ComposeOnce
+    from xentlab import config
+
+    config.register()
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
+    master = loader.load_configuration("config", overrides=["hydra/launcher=batched"], run_mode=RunMode.MULTIRUN)
+    composed, compose = [], loader.load_sweep_config
+    loader.load_sweep_config = lambda master_config, sweep_overrides: (
+        composed.append(list(sweep_overrides)) or compose(master_config, sweep_overrides))
+    once = ComposeOnce(loader)
+    jobs = [["loss=mse", "seed=1"], ["activation=sigmoid", "loss=bce", "seed=2"]]
+    for job in jobs:  # as Hydra's Sweeper.validate_batch_is_legal does
+        loader.load_sweep_config(master_config=master, sweep_overrides=job)
+    taken = [once.take(master, job) for job in jobs]
+    assert composed == jobs
+    for job, cfg, fresh in zip(jobs, taken, configs(*jobs)):
+        run_config = OmegaConf.to_container(cfg)
+        assert run_config.pop("hydra")["overrides"]["task"] == job
+        assert run_config == OmegaConf.to_container(fresh)
+    once.take(master, jobs[0])  # a config is handed out once; asked again, it is composed again
+    assert composed == [*jobs, jobs[0]]
 
 
 @pytest.mark.parametrize("preset", ["fair_grid_binary", "fair_grid_mnist", "fair_grid_multilabel"])
