@@ -269,8 +269,9 @@ LAUNCHERS = {"default": (), "joblib (2 jobs)": ("hydra/launcher=joblib", "hydra.
 
 def members_throughput(data_root: str, accelerator: str, sizes: list[int], epochs: int = 1) -> dict[str, dict]:
     """Seconds per epoch per model of a K-member model (a grid of activation × loss × lr ×
-    seeds cells, ``data.subset=5000``), against one model alone (K = 1)."""
-    from xentlab import train
+    seeds cells, ``data.subset=5000``, ordered as the batched launcher orders a model's
+    members), against one model alone (K = 1)."""
+    from xentlab import batching, train
     from xentlab.tracking.lifecycle import NoTracking
 
     cells = [("softmax", "sparse_cce"), ("softmax", "mse"), ("sigmoid", "bce"), ("softmax", "cce")]
@@ -285,8 +286,9 @@ def members_throughput(data_root: str, accelerator: str, sizes: list[int], epoch
                            "trainer.checkpoint=false", "logger=none", f"activation={activation}", f"loss={loss}",
                            f"optimizer.lr={lrs[(i // len(cells)) % len(lrs)]}", f"seed={i}")
             parts += train.parts(cfg, train.plan(cfg))
+        (model,) = batching.groups([(None, part) for part in parts], max_members=k)
         timer = EpochTimer()
-        train.fit(parts, NoTracking(), callbacks=[timer])
+        train.fit([part for _, part in model], NoTracking(), callbacks=[timer])
         per_epoch = median(timer.times[1:])
         out[str(k)] = {"epoch_s": per_epoch, "per_model_epoch_s": per_epoch / k, "samples_per_s_per_model": 5000 * k / per_epoch}
     return out

@@ -64,6 +64,21 @@ def test_members_group_by_what_they_share():
     assert [len(g) for g in batching.groups(parts, max_members=2)] == [2, 2, 1, 1, 1]
 
 
+def test_a_sweeps_learning_rates_become_one_parameter_block_each(mnist_root):
+    """In sweep order (lr, then seed) equal settings are not adjacent; grouped, the model has
+    one block per learning rate and every member keeps its own job and seed."""
+    cells = [(f"activation={a}", f"loss={loss}", f"optimizer.lr={lr}", f"seed={seed}")
+             for a, loss in (("softmax", "cce"), ("sigmoid", "bce")) for lr in (1e-3, 1e-2) for seed in (0, 1)]
+    cfgs = configs(*[(*SMALL, *c) for c in cells])
+    parts = [(i, part) for i, cfg in enumerate(cfgs) for part in train.parts(cfg, train.plan(cfg))]
+    (group,) = batching.groups(parts, max_members=64)
+    module, data = train.build([part for _, part in group])
+    assert len(module.blocks) == 2
+    assert [(m.lr, m.activation) for m in module.members] == [(float(p.cfg.optimizer.lr), p.plan.activation)
+                                                              for _, p in group]
+    assert data.seeds == [p.seed for _, p in group] and sorted(i for i, _ in group) == list(range(len(cells)))
+
+
 def test_resume_compile_and_ddp_are_refused_with_a_reason():
     cfgs = configs((*SMALL, "resume=auto", "logger=mlflow"), (*SMALL, "trainer.compile=true"),
                    (*SMALL, "trainer=ddp"), SMALL)

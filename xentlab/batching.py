@@ -64,12 +64,15 @@ def group_key(cfg: Any, p: train.Plan) -> str:
 
 
 def groups(parts: Sequence[tuple[Job, train.Part]], max_members: int) -> list[list[tuple[Job, train.Part]]]:
-    """The members grouped by :func:`group_key` in sweep order, split into models of at most
-    ``max_members``."""
+    """The members grouped by :func:`group_key`, split into models of at most ``max_members``.
+    Within a group, members with equal optimizer settings come together (else in sweep
+    order): a model keeps one parameter block and optimizer param group per run of equal
+    settings, and a sweep's lr × seed order would give it one per few seeds."""
     by_key: dict[str, list[tuple[Job, train.Part]]] = {}
     for job, part in parts:
         by_key.setdefault(group_key(part.cfg, part.plan), []).append((job, part))
-    return [g[i:i + max_members] for g in by_key.values() for i in range(0, len(g), max_members)]
+    ordered = [sorted(g, key=lambda jp: tuple(jp[1].member.settings.values())) for g in by_key.values()]
+    return [g[i:i + max_members] for g in ordered for i in range(0, len(g), max_members)]
 
 
 def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
