@@ -122,19 +122,18 @@ class Classifier(pl.LightningModule):
                 self._blocks[-1] = (self._blocks[-1][0], i + 1)
             else:
                 self._blocks.append((i, i + 1))
-        self._names = [n for n, _ in nets[0].named_parameters()]
         if any(True for _ in nets[0].buffers()):
             raise ValueError("members train as one model only for networks without buffers (mlp, cnn)")
+        self._names = [n for n, _ in nets[0].named_parameters()]
         # Matrices (linear weights) are stored (K, in, out), transposed: their gradient x^T·dy
         # then lands in the parameter's own layout, where (K, out, in) costs a transposing
         # copy of every weight at every step.
-        self._flip = [p.dim() == 2 for p in nets[0].parameters()]
+        self._flip = [p.dim() == 2 for _, p in nets[0].named_parameters()]
         self.blocks = nn.ModuleList()
         for start, stop in self._blocks:
             params, _ = stack_module_state(list(nets[start:stop]))
-            self.blocks.append(nn.ParameterList([nn.Parameter((params[n].transpose(1, 2) if flip else params[n])
-                                                              .detach().contiguous())
-                                                 for n, flip in zip(self._names, self._flip)]))
+            stored = [params[n].transpose(1, 2) if flip else params[n] for n, flip in zip(self._names, self._flip)]
+            self.blocks.append(nn.ParameterList([nn.Parameter(p.detach().contiguous()) for p in stored]))
         # the architecture, kept out of the module tree: functional_call supplies every weight
         self._base = [copy.deepcopy(nets[0]).to("meta")]
 
