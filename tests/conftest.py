@@ -13,9 +13,9 @@ DATA_ROOT = ROOT / "data"
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """Real MNIST under the repo's data/ (fetched once, from whichever source works)."""
-    from xentlab import mnist
+    from xentlab.tasks import mnist_files
 
-    mnist.ensure(DATA_ROOT)
+    mnist_files.ensure(DATA_ROOT)
     return DATA_ROOT
 
 
@@ -54,9 +54,9 @@ def configs(*override_lists) -> list:
     initialisation for all of them)."""
     from hydra import compose, initialize_config_dir
 
-    from xentlab import config
+    from xentlab import registration
 
-    config.register()
+    registration.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return [compose(config_name="config", overrides=list(o)) for o in override_lists]
 
@@ -67,16 +67,21 @@ def make_config(*overrides):
 
 
 def preset_jobs(preset: str) -> list[list[str]]:
-    """The jobs (override lists) of a ``conf/experiment`` preset's sweep, expanded by Hydra's own
-    override parser and basic sweeper."""
+    """The jobs (override lists) of a ``conf/experiment`` preset's sweep, as Hydra composes the
+    preset (its defaults included) and expands it with its own override parser and basic sweeper."""
+    from hydra import compose, initialize_config_dir
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import create_config_search_path
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
+    from xentlab import registration
+
+    registration.register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        params = compose(config_name="config", overrides=[f"experiment={preset}"],
+                         return_hydra_config=True).hydra.sweeper.params
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
-    params = OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
     parsed = OverridesParser.create(config_loader=loader).parse_overrides([f"{k}={v}" for k, v in params.items()])
     (jobs,) = BasicSweeper.split_arguments(parsed, None)
     return jobs

@@ -3,9 +3,10 @@ it computes when trained alone, and is a normal MLflow run."""
 
 import pytest
 
-from conftest import configs, preset_jobs, run_xentlab, runs_in
 from xentlab import batching, train
 from xentlab.tracking.lifecycle import NoTracking
+
+from conftest import configs, preset_jobs, run_xentlab, runs_in
 
 SMALL = ("task=mnist", "data.subset=512", "data.val_size=500", "data.batch_size=64", "data.eval_batch_size=250",
          "trainer.max_epochs=2", "model.hidden=[32]", "logger=none", "trainer.progress_bar=false",
@@ -35,19 +36,20 @@ CNN = ("model=cnn", "model.channels=[4]", "model.hidden=[16]")
 
 def _parts(optimizer, cells, model=()):
     cfgs = configs(*[(*SMALL, *model, f"optimizer.name={optimizer}", *cell) for cell in cells])
-    return [part for cfg in cfgs for part in train.parts(cfg, train.plan(cfg))]
+    return [part for cfg in cfgs for part in train.member_runs(cfg, train.plan(cfg))]
 
 
-@pytest.mark.parametrize(("optimizer", "model"), [("adam", ()), ("sgd", ()), ("adam", CNN)], ids=["adam", "sgd", "adam-cnn"])
+@pytest.mark.parametrize(("optimizer", "model"), [("adam", ()), ("sgd", ()), ("adam", CNN)],
+                         ids=["adam", "sgd", "adam-cnn"])
 def test_each_member_matches_its_config_trained_alone(mnist_root, optimizer, model):
     parts = _parts(optimizer, MIXED[optimizer][:3] if model else MIXED[optimizer], model)
     assert len(batching.groups([(None, p) for p in parts], max_members=64)) == 1  # the launcher makes one model
-    together = {id(p): r for p, r in train.fit(parts, NoTracking())}
+    together = {id(p): r for p, r in train.train(parts, NoTracking())}
     for part in parts:
-        ((_, alone),) = train.fit([part], NoTracking())
+        ((_, alone),) = train.train([part], NoTracking())
         mine = together[id(part)]["metrics"]
         for key in ("val/loss", "val/acc", "test/loss", "test/acc", "test/nll", "test/brier"):
-            assert mine[key] == pytest.approx(alone["metrics"][key], rel=2e-4, abs=2e-5), (part.member, key)
+            assert mine[key] == pytest.approx(alone["metrics"][key], rel=2e-4, abs=2e-5), (part.settings, key)
 
 
 def test_members_group_by_what_they_share():
@@ -58,7 +60,7 @@ def test_members_group_by_what_they_share():
              ("task=binary", "activation=sigmoid", "loss=mse", "optimizer.name=sgd"),  # other optimizer: another
              ("task=binary", "activation=softmax", "loss=cce", "seeds=[3,4]")]
     cfgs = configs(*[(*SMALL[1:], *c) for c in cells])
-    parts = [(i, part) for i, cfg in enumerate(cfgs) for part in train.parts(cfg, train.plan(cfg))]
+    parts = [(i, part) for i, cfg in enumerate(cfgs) for part in train.member_runs(cfg, train.plan(cfg))]
     grouped = [sorted(i for i, _ in g) for g in batching.groups(parts, max_members=64)]
     assert grouped == [[0, 2], [1, 5, 5], [3], [4]]
     assert [len(g) for g in batching.groups(parts, max_members=2)] == [2, 2, 1, 1, 1]
@@ -70,10 +72,10 @@ def test_a_sweeps_learning_rates_become_one_parameter_block_each(mnist_root):
     cells = [(f"activation={a}", f"loss={loss}", f"optimizer.lr={lr}", f"seed={seed}")
              for a, loss in (("softmax", "cce"), ("sigmoid", "bce")) for lr in (1e-3, 1e-2) for seed in (0, 1)]
     cfgs = configs(*[(*SMALL, *c) for c in cells])
-    parts = [(i, part) for i, cfg in enumerate(cfgs) for part in train.parts(cfg, train.plan(cfg))]
+    parts = [(i, part) for i, cfg in enumerate(cfgs) for part in train.member_runs(cfg, train.plan(cfg))]
     (group,) = batching.groups(parts, max_members=64)
     module, data = train.build([part for _, part in group])
-    assert len(module.blocks) == 2
+    assert len(module.nets.blocks) == 2
     assert [(m.lr, m.activation) for m in module.members] == [(float(p.cfg.optimizer.lr), p.plan.activation)
                                                               for _, p in group]
     assert data.seeds == [p.seed for _, p in group] and sorted(i for i, _ in group) == list(range(len(cells)))
@@ -113,11 +115,12 @@ def test_the_launcher_takes_the_configs_the_sweeper_validated_instead_of_composi
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from conftest import ROOT
     from hydra_plugins.xentlab_batched_launcher.batched_launcher import ComposeOnce
-    from xentlab import config
+    from xentlab import registration
 
-    config.register()
+    from conftest import ROOT
+
+    registration.register()
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
     master = loader.load_configuration("config", overrides=["hydra/launcher=batched"], run_mode=RunMode.MULTIRUN)
     composed, compose = [], loader.load_sweep_config
@@ -143,24 +146,27 @@ def test_fair_grid_presets_batch_every_cell_at_four_learning_rates_and_three_see
 
     from hydra import compose, initialize_config_dir
 
-    from conftest import ROOT
-    from xentlab import config, losses
-    from xentlab.config import ConfigError
+    from xentlab import losses, registration
+    from xentlab.errors import ConfigError
 
-    config.register()
+    from conftest import ROOT
+
+    registration.register()
     jobs = preset_jobs(preset)
     cells = {tuple(o.split("=")[1] for o in job if o.startswith(("activation=", "loss="))) for job in jobs}
     assert cells == set(itertools.product(losses.ACTIVATIONS, losses.LOSSES))
-    assert {float(o.split("=")[1]) for job in jobs for o in job if o.startswith("optimizer.lr=")} == {3e-4, 1e-3, 3e-3, 1e-2}
+    assert {float(o.split("=")[1]) for job in jobs for o in job
+            if o.startswith("optimizer.lr=")} == {3e-4, 1e-3, 3e-3, 1e-2}
     assert len(jobs) == len(cells) * 4 * 3
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         hydra_cfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
     assert hydra_cfg.hydra.launcher._target_.endswith(".BatchedLauncher")
     # learning rate and seed may differ within a model: one of each is enough to see the models
     valid = []
-    for cfg in configs(*[(f"experiment={preset}", *job) for job in jobs if "seed=0" in job and "optimizer.lr=0.001" in job]):
+    for cfg in configs(*[(f"experiment={preset}", *job) for job in jobs
+                         if "seed=0" in job and "optimizer.lr=0.001" in job]):
         try:
-            valid += [(None, part) for part in train.parts(cfg, train.plan(cfg))]
+            valid += [(None, part) for part in train.member_runs(cfg, train.plan(cfg))]
         except ConfigError:
             continue
     outputs = {part.plan.num_outputs for _, part in valid}

@@ -1,6 +1,5 @@
 """The claims report: exact claims against closed forms, and a smoke run of the generator."""
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -8,18 +7,9 @@ import sys
 import pytest
 import torch
 
+from xentlab.report import claims
+
 from conftest import DATA_ROOT, ROOT, runs_in
-
-
-def load_claims():
-    spec = importlib.util.spec_from_file_location("claims", ROOT / "scripts" / "claims.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["claims"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-claims = load_claims()
 
 
 def test_claim_1_cross_entropy_is_never_negative_and_its_soft_floor_is_the_entropy():
@@ -158,7 +148,8 @@ def test_claim_11_two_output_softmax_cce_is_bce_of_the_logit_difference():
 
 
 def test_report_table_has_a_row_per_claim_in_order_and_escapes_pipes():
-    rows = [claims.Claim(n, f"claim {n} | with a pipe", ["001"], "cmd", "result", "holds") for n in ("10", "5b", "5a", "2")]
+    rows = [claims.Claim(n, f"claim {n} | with a pipe", ["001"], "cmd", "result", "holds")
+            for n in ("10", "5b", "5a", "2")]
     text = claims.render(rows, claims.QUICK, 60.0, "p" * 32, "sqlite:///x.db")
     table = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [line.split(" | ")[0] for line in table] == ["| 2", "| 5a", "| 5b", "| 10"]

@@ -5,9 +5,10 @@ import itertools
 import pytest
 import torch
 
-from conftest import ROOT, preset_jobs
 from xentlab import compat, losses
 from xentlab.compat import IncompatibleCombination, Status
+
+from conftest import ROOT, preset_jobs
 
 CELLS = list(itertools.product(compat.KINDS, compat.ACTIVATIONS, compat.LOSSES))
 NUM_CLASSES = {"binary": 2, "multiclass": 10, "multilabel": 10}

@@ -7,12 +7,13 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import configs, make_config as make, preset_jobs
 from xentlab import tasks, train
-from xentlab.config import ConfigError
+from xentlab.errors import ConfigError
 from xentlab.metrics import Yardsticks
 from xentlab.tasks import conditions
 
+from conftest import configs, preset_jobs
+from conftest import make_config as make
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,7 +62,8 @@ def test_conditions_touch_the_training_split_only(mnist_root):
     spec = train.plan(both).task
     a, b = tasks.build(spec, clean.task, clean.data), tasks.build(spec, both.task, both.data)
     for name in ("val", "test"):
-        assert torch.equal(getattr(a, name).x, getattr(b, name).x) and torch.equal(getattr(a, name).y, getattr(b, name).y)
+        assert (torch.equal(getattr(a, name).x, getattr(b, name).x)
+                and torch.equal(getattr(a, name).y, getattr(b, name).y))
     keep = conditions.imbalance_keep(a.train.y, 0.1, 2, 0)
     n_pos = int((a.train.y == 1).sum())
     assert len(b.train) == int((a.train.y == 0).sum()) + round(0.1 * n_pos)
@@ -78,9 +80,9 @@ def test_imbalance_on_a_multilabel_task_is_refused_before_any_data():
 
 def test_normalize_false_gives_raw_pixels(mnist_root):
     cfg = make("data.normalize=false", "data.subset=500", f"data.root={mnist_root}")
-    from xentlab import mnist
+    from xentlab.tasks import mnist_files
 
-    raw, _ = mnist.load(mnist_root, train=False)
+    raw, _ = mnist_files.load(mnist_root, train=False)
     s = tasks.build(train.plan(cfg).task, cfg.task, cfg.data)
     assert torch.equal(s.test.x, raw.float().unsqueeze(1) / 255.0)
 

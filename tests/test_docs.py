@@ -1,7 +1,8 @@
 """The README says what the code does."""
 
-from conftest import ROOT
 from xentlab import compat
+
+from conftest import ROOT
 
 
 def readme() -> str:
@@ -18,4 +19,5 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_readme_main_command_is_the_one_the_issue_names():
-    assert any("pip install" in l and l.strip().endswith("run.py task=mnist loss=sparse_cce") for l in readme().splitlines())
+    assert any("pip install" in line and line.strip().endswith("run.py task=mnist loss=sparse_cce")
+               for line in readme().splitlines())

@@ -2,6 +2,7 @@
 task"); these tests take them, outside the package, and run the result."""
 
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,9 @@ import textwrap
 import pytest
 import torch
 
-from conftest import DATA_ROOT, ROOT, runs_in
 from xentlab import compat, losses
+
+from conftest import DATA_ROOT, ROOT, runs_in
 
 TOY_LOSS = '''
 import torch
@@ -48,13 +50,14 @@ def run_with_plugin(tmp_path, module: str, source: str, argv: list[str]) -> None
     (tmp_path / f"{module}.py").write_text(source)
     code = textwrap.dedent(f"""
         import doctest, runpy, sys
-        sys.path.insert(0, {str(tmp_path)!r})
         import {module}
         assert doctest.testmod({module}).failed == 0
         sys.argv = {argv!r}
         runpy.run_path({str(ROOT / 'run.py')!r}, run_name="__main__")
     """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": path},
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -83,7 +86,7 @@ def test_the_toy_loss_value_matches_its_closed_form():
         # by hand: row 1: (1-0.5)^2=0.25, 0 → 0.125; row 2: (1+3)^2=16, (1-0.2)^2=0.64 → 8.32
         assert torch.allclose(losses.compute("squared_hinge", "none", z, y, reduction="none"),
                               torch.tensor([0.125, 8.32]))
-        assert {(k, a) for k, a, l in compat.TABLE if l == "squared_hinge"} == set(
+        assert {(k, a) for k, a, loss in compat.TABLE if loss == "squared_hinge"} == set(
             itertools.product(compat.KINDS, compat.ACTIVATIONS))
     finally:
         losses.LOSSES.pop("squared_hinge")

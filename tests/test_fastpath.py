@@ -4,14 +4,13 @@ a plain PyTorch loop over the same batches computes."""
 import copy
 
 import pytest
-
 import pytorch_lightning as pl
 import torch
 
 from xentlab import losses
 from xentlab.config import OptimizerConfig
 from xentlab.data import DeviceData, TensorBatches
-from xentlab.module import Classifier, Member
+from xentlab.module import Classifier, MemberSettings
 from xentlab.tasks import Split, Splits
 
 
@@ -23,8 +22,8 @@ def test_lightning_path_matches_a_bare_loop_step_for_step():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     bare = copy.deepcopy(net)
     opt_cfg = OptimizerConfig(lr=0.01)
-    module = Classifier([net], [Member("cce", "softmax", label_smoothing=0.1, lr=opt_cfg.lr)], kind="multiclass",
-                        num_classes=3, optimizer="adam", check_every=1)
+    module = Classifier([net], [MemberSettings("cce", "softmax", label_smoothing=0.1, lr=opt_cfg.lr)],
+                        kind="multiclass", num_classes=3, optimizer="adam", check_every=1)
     split = Split(x, labels)
     data = DeviceData(Splits(split, split, split), {s: (targets,) for s in ('train', 'val', 'test')}, batch_size=32,
                       eval_batch_size=64, seed=5)
@@ -84,7 +83,8 @@ def test_benchmark_script_runs_and_writes_its_ratios(mnist_root, tmp_path):
 
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--batch-sizes", "1024", "--rounds", "2",
                           "--seeds", "2", "--skip", "dataloader", "startup", "--data-root", str(mnist_root),
-                          "--json", str(tmp_path / "b.json")], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                          "--json", str(tmp_path / "b.json")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
     batch = result["batches"]["1024"]
@@ -103,7 +103,8 @@ def test_benchmark_script_runs_and_writes_its_ratios(mnist_root, tmp_path):
             (statistics.median(entry["per_round"]), min(entry["per_round"]), max(entry["per_round"])))
     a, b, d, e = (rounds(k) for k in ("a_bare", "b_xentlab", "d_xentlab_mlflow", "e_seed_batched_per_model"))
     assert ratios["b/a"]["per_round"] == pytest.approx([q / p for p, q in zip(a, b)])
-    assert ratios["b-a ms/step"]["per_round"] == pytest.approx([1000 * (q - p) / 54 for p, q in zip(a, b)])  # 55000/1024
+    assert ratios["b-a ms/step"]["per_round"] == pytest.approx([1000 * (q - p) / 54  # 55000/1024
+                                                                for p, q in zip(a, b)])
     assert ratios["d/b-1"]["per_round"] == pytest.approx([q / p - 1 for p, q in zip(b, d)])
     assert ratios["b/e"]["per_round"] == pytest.approx([p / q for p, q in zip(b, e)])
     assert all(0 < s < 1 for s in ratios["mlflow_write_share"]["per_round"])  # a share of the same run's training

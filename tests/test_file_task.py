@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, make_config, run_xentlab, runs_in
 from xentlab import tasks, train
-from xentlab.config import ConfigError
+from xentlab.errors import ConfigError
 
+from conftest import ROOT, make_config, run_xentlab, runs_in
 
 
 def make(*overrides):
@@ -46,7 +46,8 @@ def test_binary_npz_kind_classes_validation_rows_and_standardisation_match_sklea
     from sklearn.preprocessing import StandardScaler
 
     p, s = spec_and_splits(f"task.path={good}", "data.val_size=20", "loss=bce")
-    assert (p.task.kind, p.task.num_classes, p.task.class_names, p.task.input_shape) == ("binary", 2, ("10", "20"), (4,))
+    assert (p.task.kind, p.task.num_classes, p.task.class_names,
+            p.task.input_shape) == ("binary", 2, ("10", "20"), (4,))
     assert (len(s.train), len(s.val), len(s.test)) == (100, 20, 40)
     raw = np.load(good)
     scaler = StandardScaler().fit(raw["x_train"][:100])  # training rows only: the last 20 are validation
@@ -77,8 +78,8 @@ def test_csv_several_01_columns_is_multilabel_with_the_columns_as_tag_names(tmp_
     x, tags = rng.normal(size=(60, 3)), rng.integers(0, 2, size=(60, 2))
     lines = ["f1,f2,f3,red,round"] + [",".join(map(str, [*a, *b])) for a, b in zip(x, tags)]
     (tmp_path / "t.csv").write_text("\n".join(lines))
-    p, s = spec_and_splits(f"task.path={tmp_path / 't.csv'}", "task.label_columns=[red,round]", "data.val_size=8", "loss=bce",
-                           "data.batch_size=16")
+    p, s = spec_and_splits(f"task.path={tmp_path / 't.csv'}", "task.label_columns=[red,round]", "data.val_size=8",
+                           "loss=bce", "data.batch_size=16")
     assert (p.task.kind, p.task.class_names, p.activation) == ("multilabel", ("red", "round"), "sigmoid")
     assert s.train.y.dtype == torch.float32 and s.train.y.shape[1] == 2
 
@@ -110,9 +111,11 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "missing array": ([f"task.path={npz(tmp_path / 'a.npz', x_train=x, y_train=y, x_test=xt)}"], "no array y_test"),
         "ragged csv": ([f"task.path={tmp_path / 'ragged.csv'}"], "not a well-formed CSV"),
         "non-numeric csv": ([f"task.path={tmp_path / 'text.csv'}"], "'b' are not numeric"),
-        "row without a label": ([f"task.path={tmp_path / 'unlabelled.csv'}"], "1 row(s) have no label (the first is data row 2)"),
-        "non-numeric npz": ([f"task.path={npz(tmp_path / 's.npz', x_train=x.astype(str), y_train=y, x_test=xt, y_test=yt)}"],
-                            "x_train is not numeric"),
+        "row without a label": ([f"task.path={tmp_path / 'unlabelled.csv'}"],
+                                "1 row(s) have no label (the first is data row 2)"),
+        "non-numeric npz": (
+            [f"task.path={npz(tmp_path / 's.npz', x_train=x.astype(str), y_train=y, x_test=xt, y_test=yt)}"],
+            "x_train is not numeric"),
         "nan": ([f"task.path={npz(tmp_path / 'n.npz', x_train=nan, y_train=y, x_test=xt, y_test=yt)}"],
                 "x_train has 1 NaN or infinite value(s), the first in row 7"),
         "inf": ([f"task.path={npz(tmp_path / 'i.npz', x_train=x, y_train=y, x_test=inf, y_test=yt)}"],
@@ -121,20 +124,25 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
                          "labels fit no kind"),
         "one class": ([f"task.path={npz(tmp_path / 'o.npz', x_train=x, y_train=y * 0, x_test=xt, y_test=yt * 0)}"],
                       "one class only"),
-        "tags not 0/1": ([f"task.path={npz(tmp_path / 'm.npz', x_train=x, y_train=np.stack([y, y], 1), x_test=xt, y_test=np.stack([yt, yt], 1))}"],
+        "tags not 0/1": (["task.path=" + npz(tmp_path / "m.npz", x_train=x, y_train=np.stack([y, y], 1), x_test=xt,
+                                             y_test=np.stack([yt, yt], 1))],
                          "labels fit no kind"),
-        "class only in test": ([f"task.path={npz(tmp_path / 'c.npz', x_train=x, y_train=y, x_test=xt, y_test=yt + 100)}"],
-                               "is in y_test but not in y_train"),
-        "too few rows for the batch": ([f"task.path={npz(tmp_path / 'b.npz', x_train=x, y_train=y, x_test=xt, y_test=yt)}",
-                                        "data.batch_size=128"], "larger than the 20 training examples"),
-        "kind does not fit": ([f"task.path={npz(tmp_path / 'k.npz', x_train=x, y_train=np.arange(120) % 3, x_test=xt, y_test=np.arange(40) % 3)}",
+        "class only in test": (
+            [f"task.path={npz(tmp_path / 'c.npz', x_train=x, y_train=y, x_test=xt, y_test=yt + 100)}"],
+            "is in y_test but not in y_train"),
+        "too few rows for the batch": (
+            [f"task.path={npz(tmp_path / 'b.npz', x_train=x, y_train=y, x_test=xt, y_test=yt)}",
+             "data.batch_size=128"], "larger than the 20 training examples"),
+        "kind does not fit": (["task.path=" + npz(tmp_path / "k.npz", x_train=x, y_train=np.arange(120) % 3, x_test=xt,
+                                                  y_test=np.arange(40) % 3),
                                "task.kind=binary"], "task.kind=binary, but the training labels hold 3 classes"),
     }
     return {k: (ov + ["data.val_size=100"], msg) for k, (ov, msg) in cases.items()}
 
 
-BAD = ["missing file", "missing array", "ragged csv", "non-numeric csv", "row without a label", "non-numeric npz", "nan", "inf", "float labels",
-       "one class", "tags not 0/1", "class only in test", "too few rows for the batch", "kind does not fit"]
+BAD = ["missing file", "missing array", "ragged csv", "non-numeric csv", "row without a label", "non-numeric npz",
+       "nan", "inf", "float labels", "one class", "tags not 0/1", "class only in test", "too few rows for the batch",
+       "kind does not fit"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -165,12 +173,14 @@ def test_example_data_trains_through_run_py_as_sigmoid_bce_and_two_class_softmax
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, str(ROOT / "scripts/make_example_data.py"), "--out", str(tmp_path / "ex")], check=True)
+    subprocess.run([sys.executable, str(ROOT / "scripts/make_example_data.py"), "--out", str(tmp_path / "ex")],
+                   check=True)
     path = tmp_path / "ex" / "breast_cancer.npz"
     r = run_xentlab("-m", "task=file", f"task.path={path}", "loss=bce,sparse_cce", f"logger.tracking_uri={store}",
                     "logger.experiment=mine", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "task=file breast_cancer.npz: binary, 2 classes (malignant, benign), positive class 'benign'" in r.stdout + r.stderr
+    assert ("task=file breast_cancer.npz: binary, 2 classes (malignant, benign), "
+            "positive class 'benign'" in r.stdout + r.stderr)
     _, runs = runs_in(store)
     children = {x.data.tags["loss"]: x for x in runs if x.data.tags.get("sweep") != "parent"}
     assert set(children) == {"bce", "sparse_cce"}
@@ -180,18 +190,15 @@ def test_example_data_trains_through_run_py_as_sigmoid_bce_and_two_class_softmax
         assert (run.data.tags["num_outputs"], run.data.tags["activation"]) == (outputs, activation)
         assert run.data.tags["class_names"] == "malignant,benign" and run.data.params["task.path"] == str(path)
         assert run.data.metrics["test/acc"] > 0.9  # 63% is the majority class
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from compare import compare
+    from xentlab.report.compare import compare
 
     tables = compare(tracking_uri=store, experiment="mine", out=tmp_path / "report", attach=False)
     assert list(tables) == ["file breast_cancer"] and len(tables["file breast_cancer"]["rows"]) == 2
 
 
 def test_tune_ranks_a_file_task_by_the_yardstick_of_its_inferred_kind(good):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import tune
+    from xentlab import tune
 
     assert tune.task_kind(["task=file", f"task.path={good}", "data.val_size=20"]) == "binary"
-    assert tune.task_kind(["task=file", f"task.path={good}", "data.val_size=20", "task.kind=multiclass"]) == "multiclass"
+    assert tune.task_kind(["task=file", f"task.path={good}", "data.val_size=20",
+                           "task.kind=multiclass"]) == "multiclass"

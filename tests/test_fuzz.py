@@ -10,9 +10,11 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from conftest import ROOT, run_xentlab
 from xentlab import train
-from xentlab.config import ConfigError, register
+from xentlab.errors import ConfigError
+from xentlab.registration import register
+
+from conftest import ROOT, run_xentlab
 
 SEED = int(os.environ.get("XENTLAB_FUZZ_SEED", "0"))
 # key: (valid values, invalid values); a valid value may still make an invalid combination

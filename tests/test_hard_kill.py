@@ -1,7 +1,6 @@
 """Nothing lost when no handler runs: ``kill -9`` of a sweep, then ``resume=auto``; stale
 RUNNING runs found and ended; many processes creating one new store at once."""
 
-import importlib.util
 import os
 import signal
 import socket
@@ -13,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA_ROOT, ROOT, runs_in
 from xentlab import tracking
+from xentlab.errors import ConfigError
 from xentlab.tracking.lightning import Heartbeat
-from xentlab.config import ConfigError
+
+from conftest import DATA_ROOT, ROOT, runs_in
 
 
 def dead_pid() -> int:
@@ -116,18 +116,11 @@ def test_a_store_mlflow_cannot_open_is_named_in_one_line(tmp_path):
         tracking.check_store(f"sqlite:///{db}")
 
 
-def load_stale():
-    spec = importlib.util.spec_from_file_location("stale", ROOT / "scripts" / "stale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_stale_script_lists_by_default_and_ends_on_request(client, store, capsys):
     exp = client.create_experiment("s")
     stale = make_run(client, exp, tags={"host": socket.gethostname(), "pid": str(dead_pid())})
     live = make_run(client, exp, tags={"host": socket.gethostname(), "pid": str(os.getpid())})
-    script = load_stale()
+    from xentlab.tracking import stale as script
     assert script.main(["--tracking-uri", store]) == 0
     out = capsys.readouterr().out
     assert stale.info.run_id in out and live.info.run_id not in out and "dry run" in out
@@ -140,7 +133,8 @@ def test_stale_script_lists_by_default_and_ends_on_request(client, store, capsys
 
 
 SWEEP = ("-m", "task=binary", "loss=bce,mse", "seed=0,1", "data.subset=2000", "data.batch_size=32",
-         "trainer.max_epochs=2", "trainer.log_every_n_steps=100", f"data.root={DATA_ROOT}", "trainer.progress_bar=false")
+         "trainer.max_epochs=2", "trainer.log_every_n_steps=100", f"data.root={DATA_ROOT}",
+         "trainer.progress_bar=false")
 
 
 def xentlab_cmd(*overrides, cwd: Path):

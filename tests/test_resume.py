@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA_ROOT, ROOT, run_xentlab, runs_in
 from xentlab import checkpoints
-from xentlab.config import ConfigError
+from xentlab.errors import ConfigError
+
+from conftest import DATA_ROOT, ROOT, run_xentlab, runs_in
 
 CONFIG = {"task": {"name": "mnist"}, "activation": {"name": "softmax"}, "loss": {"name": "sparse_cce"},
           "model": {"name": "mlp", "hidden": [256, 128]}, "optimizer": {"name": "adam", "lr": 0.001}, "seed": 0,

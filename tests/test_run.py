@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, DATA_ROOT, ctrl_c_enabled, run_xentlab, runs_in
+from conftest import DATA_ROOT, ROOT, ctrl_c_enabled, run_xentlab, runs_in
 
 QUICK = ("data.subset=512", "trainer.max_epochs=2", "trainer.log_every_n_steps=2")
 
@@ -47,11 +47,12 @@ def assert_test_metrics_match_sklearn_on_the_final_weights(run, checkpoint):
     from sklearn.metrics import accuracy_score, log_loss
     from torch import nn
 
-    from xentlab.tasks import mnist as mnist_task
     from xentlab.config import DataConfig
+    from xentlab.tasks import mnist as mnist_task
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                        nn.Linear(128, 10))
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     test = mnist_task.build(None, DataConfig(root=str(DATA_ROOT))).test
     with torch.no_grad():
@@ -85,7 +86,8 @@ def test_divergence_ends_the_run_failed_with_the_step(mnist_root, store, tmp_pat
                       f"logger.tracking_uri={store}", cwd=tmp_path)
     assert out.returncode == 1 and "training diverged" in out.stderr and "Traceback" not in out.stderr
     (run,) = runs_in(store)[1]
-    assert run.info.status == "FAILED" and "NonFiniteLoss: loss became NaN or infinite at step" in run.data.tags["error"]
+    assert (run.info.status == "FAILED"
+            and "NonFiniteLoss: loss became NaN or infinite at step" in run.data.tags["error"])
 
 
 @pytest.mark.parametrize("logger", ["mlflow", "none"])

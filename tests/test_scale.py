@@ -3,8 +3,9 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
+from xentlab.registration import register
+
 from conftest import ROOT, run_xentlab, runs_in
-from xentlab.config import register
 
 
 def test_slurm_launcher_config_composes_against_submitits_schema():
@@ -14,7 +15,8 @@ def test_slurm_launcher_config_composes_against_submitits_schema():
                                            "hydra.launcher.account=lab"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert (launcher.partition, launcher.account, launcher.gpus_per_node, launcher.tasks_per_node) == ("gpu", "lab", 1, 1)
+    assert (launcher.partition, launcher.account, launcher.gpus_per_node,
+            launcher.tasks_per_node) == ("gpu", "lab", 1, 1)
     assert launcher.timeout_min > 0 and launcher.mem_gb > 0
 
 

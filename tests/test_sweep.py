@@ -1,24 +1,17 @@
 """Hydra multirun sweeps: skipped and failed cells, parent runs, parallel jobs, Optuna,
 and the comparison report, all read back from a real MLflow store."""
 
-import importlib.util
 import json
 import sys
 
 import pytest
 
+from xentlab.report import compare
+
 from conftest import ROOT, ctrl_c_enabled, run_xentlab, runs_in
 
 TINY = ("data.subset=300", "data.val_size=500", "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
 TINY_MOSAICS = ("task.train_size=300", "task.test_size=300")
-
-
-def load_compare():
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "scripts" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
 
 
 def children_of(runs, parent_id):
@@ -59,7 +52,6 @@ def test_grid_skips_invalid_cells_and_groups_runs_under_a_parent(multilabel_grid
 
 def test_compare_report_matches_the_store(multilabel_grid, tmp_path):
     _, store, _ = multilabel_grid
-    compare = load_compare()
     client, runs = runs_in(store)
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     tables = compare.compare(tracking_uri=store, parent=parent.info.run_id, out=tmp_path / "rep")
@@ -109,7 +101,8 @@ def test_parallel_joblib_sweep_on_a_brand_new_store_loses_nothing(mnist_root, tm
     assert not (tmp_path / "brand-new.db").exists()
     out = run_xentlab("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "task=mnist",
                       "loss=bce,cce,sparse_cce,mse", "data.subset=640", "data.batch_size=64", "data.val_size=500",
-                      "trainer.max_epochs=3", "trainer.log_every_n_steps=1", f"logger.tracking_uri={store}", cwd=tmp_path)
+                      "trainer.max_epochs=3", "trainer.log_every_n_steps=1", f"logger.tracking_uri={store}",
+                      cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "xentlab sweep: 4 ran, 0 skipped, 0 failed" in out.stdout
     client, runs = runs_in(store)
@@ -153,14 +146,16 @@ def test_tune_script_tunes_each_loss_then_reruns_the_best_with_seeds(mnist_root,
     assert out.returncode == 0, out.stderr[-3000:]
     client, runs = runs_in(store)
     names = {e.experiment_id: e.name for e in client.search_experiments()}
-    trials = [r for r in runs if names[r.info.experiment_id] == "tuned_binary-tuning" and r.data.tags.get("sweep") != "parent"]
+    trials = [r for r in runs
+              if names[r.info.experiment_id] == "tuned_binary-tuning" and r.data.tags.get("sweep") != "parent"]
     reruns = [r for r in runs if names[r.info.experiment_id] == "tuned_binary" and r.data.tags.get("sweep") != "parent"]
     assert len(trials) == 4 and len(reruns) == 4
     for loss in ("bce", "mse"):
         tuned = [r for r in trials if r.data.tags["loss"] == loss]
         best = max(tuned, key=lambda r: r.data.metrics["val/acc"]).data.params["optimizer.lr"]
         mine = [r for r in reruns if r.data.tags["loss"] == loss]
-        assert {r.data.params["optimizer.lr"] for r in mine} == {best} and {r.data.tags["seed"] for r in mine} == {"0", "1"}
+        assert ({r.data.params["optimizer.lr"] for r in mine} == {best}
+                and {r.data.tags["seed"] for r in mine} == {"0", "1"})
     assert (tmp_path / "tune" / "report" / "report.html").exists()
 
 

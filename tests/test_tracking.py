@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xentlab import interrupts, members, tracking
+from xentlab import interrupts, metric_keys, tracking
 from xentlab.tracking import lifecycle
 
 DESCRIPTION = lifecycle.RunDescription(
@@ -69,8 +69,8 @@ def test_a_run_that_raises_ends_failed_or_killed_and_the_error_goes_on(client, s
 def test_a_routed_session_sends_each_members_values_to_its_own_run(client, store):
     tracker = lifecycle.MlflowTracking(store, "members", stale_after=600)
     descriptions = {s: lifecycle.RunDescription(f"s{s}", {"seed": s}, {"seed": s}, "") for s in (3, 4)}
-    with tracker.open(descriptions, routed=True) as session:
-        session.logger.log_metrics({members.key(3, "val/acc_epoch"): 0.3, members.key(4, "val/acc_epoch"): 0.4,
+    with tracker.open(descriptions) as session:
+        session.logger.log_metrics({metric_keys.key(3, "val/acc_epoch"): 0.3, metric_keys.key(4, "val/acc_epoch"): 0.4,
                                     "epoch": 1})
         session.set_tags({"device": "cpu"})
     for seed, value in ((3, 0.3), (4, 0.4)):
@@ -80,7 +80,7 @@ def test_a_routed_session_sends_each_members_values_to_its_own_run(client, store
 
 
 def test_no_tracking_is_the_same_interface_with_nothing_recorded(client, store):
-    with lifecycle.NoTracking().open({0: DESCRIPTION}, routed=False) as session:
+    with lifecycle.NoTracking().open({0: DESCRIPTION}) as session:
         session.set_tags({"device": "cpu"})
     assert session.logger is False and session.run_ids == {0: None} and session.callbacks == []
     assert lifecycle.NoTracking().previous({"seed": 0}) is None
@@ -89,10 +89,10 @@ def test_no_tracking_is_the_same_interface_with_nothing_recorded(client, store):
 
 @given(st.integers(0, 10**9), st.text(min_size=1))
 def test_member_keys_round_trip(member, name):
-    assert members.parse(members.key(member, name)) == (member, name)
-    assert members.of({members.key(member, name): 1.0, "other/x": 2.0}, member) == {name: 1.0}
+    assert metric_keys.parse(metric_keys.key(member, name)) == (member, name)
+    assert metric_keys.of({metric_keys.key(member, name): 1.0, "other/x": 2.0}, member) == {name: 1.0}
 
 
 @pytest.mark.parametrize("plain", ["val/acc", "train_seconds", "seedling/acc", "seed/acc", "seed3/"])
 def test_other_keys_are_not_members(plain):
-    assert members.parse(plain) is None
+    assert metric_keys.parse(plain) is None

@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT, run_xentlab, runs_in
 
 pytestmark = pytest.mark.slow
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM, CHROMEDRIVER = (shutil.which("chromium") or "/usr/bin/chromium",
+                          shutil.which("chromedriver") or "/usr/bin/chromedriver")
 SCREENSHOTS = ROOT / "test-artifacts"
 
 
@@ -53,7 +54,8 @@ def ui(mnist_root, tmp_path):
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", store,
                                "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):

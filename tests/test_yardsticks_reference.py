@@ -7,7 +7,8 @@ import torch
 from scipy.special import expit, softmax
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, hamming_loss, log_loss
 
-from xentlab.metrics import N_BINS, Yardsticks, available
+from xentlab.metrics import N_BINS, Yardsticks
+from xentlab.yardsticks import available
 
 N, BATCHES = 300, (70, 130, 100)
 

@@ -5,8 +5,8 @@ different scales), grouped over seeds: mean ± 95% Student-t half-width. A value
 with the best" when Welch's t-test on the seeds cannot tell it from the best mean at
 the 5% level, so a report marks every cell that might be the best, not only the largest
 mean. When runs of one cell differ in ``optimizer.lr``, each cell keeps the learning rate
-with the best mean validation score and reports its test scores there. Reads runs through
-an MLflow client it is given and ``xentlab.tracking``; imports no training code.
+with the best mean validation score and reports its test scores there. Statistics only:
+``xentlab.tracking.load_runs`` reads the runs from MLflow; imports no training code.
 """
 
 from __future__ import annotations
@@ -17,14 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# yardstick -> True if higher is better; the first one ranks the rows and colours the grid
-COLUMNS = {
-    "binary": {"acc": True, "nll": False, "brier": False, "ece": False},
-    "multiclass": {"acc": True, "nll": False, "brier": False, "ece": False},
-    "multilabel": {"subset_acc": True, "micro_f1": True, "map": True, "nll": False, "brier": False, "ece": False},
-}
-IMBALANCE_COLUMNS = {"balanced_acc": True}  # with task.imbalance set, before the per-class recalls
-TARGETS = {"binary": 0.95, "multiclass": 0.97, "multilabel": 0.5}  # of the ranking metric, on validation
+from xentlab import yardsticks
+
 ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
 
 
@@ -82,43 +76,6 @@ def conditions_note(conditions: dict[str, str], kind: str) -> str:
     return ("Conditions: " + "; ".join(parts) + ". Validation and test data are clean.") if parts else ""
 
 
-def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str] = None,
-              filter_string: str = "") -> list[RunInfo]:
-    """Finished training runs (not sweep parents) of an experiment and/or one sweep, with the
-    validation curves of the ranking metric and NLL."""
-    if experiment:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            names = ", ".join(e.name for e in client.search_experiments())
-            raise SystemExit(f"no experiment {experiment!r} in this store; experiments: {names or 'none'}")
-        exp_ids = [exp.experiment_id]
-    elif parent:
-        exp_ids = [client.get_run(parent).info.experiment_id]
-    else:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
-    clauses = ["attributes.status = 'FINISHED'"]
-    if parent:
-        clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
-    if filter_string:
-        clauses.append(filter_string)
-    from xentlab.tracking import search_all
-
-    runs = []
-    for r in search_all(client, exp_ids, " and ".join(clauses)):
-        t = r.data.tags
-        if t.get("sweep") == "parent" or "task" not in t:
-            continue
-        kind = t.get("task_kind", "multiclass")
-        info = RunInfo(r.info.run_id, t["task"], kind, t.get("activation", "?"), t.get("loss", "?"),
-                       t.get("seed", "?"), t.get("combination_status", "?"), dict(r.data.metrics),
-                       params=dict(r.data.params))
-        for key in (f"val/{rank_by(kind)}", "val/nll"):
-            if key in info.metrics:
-                info.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
-        runs.append(info)
-    return runs
-
-
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and 95% confidence half-width (Student's t); half-width is nan for one value."""
     if not values:
@@ -149,7 +106,7 @@ def indistinguishable(a: list[float], b: list[float], alpha: float = ALPHA) -> b
 
 def rank_by(kind: str) -> str:
     """The yardstick that ranks a task's rows and colours its grid."""
-    return next(iter(COLUMNS[kind]))
+    return yardsticks.primary(kind)
 
 
 def epochs_to_target(curve: list[tuple[int, float]], target: float) -> Optional[int]:
@@ -201,24 +158,27 @@ def chosen_lr(rows: list[dict[str, Any]], rank: str) -> dict[tuple[str, str], di
 
 def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
               best_lr: bool = False) -> dict[str, dict[str, Any]]:
-    """One table per task and condition (``RunInfo.table``): a row per activation + loss (+ learning rate, where runs differ in
-    it) with mean and CI per yardstick over seeds; ``best`` lists, per column, the rows that
+    """One table per task and condition (``RunInfo.table``): a row per activation + loss (+ learning rate,
+    where runs differ in it) with mean and CI per yardstick over seeds; ``best`` lists, per column, the rows that
     tie with the best; ``grid`` holds each activation × loss cell at its learning rate chosen
     on validation. ``best_lr``: the table too keeps only that learning rate's row per cell,
     so its test scores (and ties) are those of a choice made without looking at the test split."""
-    targets = {**TARGETS, **(targets or {})}
+    targets = targets or {}
     tables: dict[str, dict[str, Any]] = {}
     for name in sorted({r.table for r in runs}):
         mine = [r for r in runs if r.table == name]
         kind, conditions = mine[0].kind, mine[0].conditions
-        cols, rank = dict(COLUMNS[kind]), rank_by(kind)
+        cols, rank = yardsticks.report_columns(kind), rank_by(kind)
         if "imbalance" in conditions and kind != "multilabel":
             recalls = sorted({k[len("test/"):] for r in mine for k in r.metrics if k.startswith("test/recall_")},
                              key=lambda k: int(k.rsplit("_", 1)[1]))
-            cols = {rank: True, **IMBALANCE_COLUMNS, **{k: True for k in recalls}, **cols}
+            balanced = {n: y.higher_is_better for n, y in yardsticks.TABLE.items()
+                        if y.per_class and y.in_report and kind in y.kinds}
+            cols = {rank: True, **balanced, **{k: True for k in recalls}, **cols}
         lrs = sorted({r.lr for r in mine})
         keys = sorted({(r.activation, r.loss, r.lr) for r in mine})
-        rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, targets[kind]) for k in keys]
+        target = targets.get(kind, yardsticks.target(kind))
+        rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, target) for k in keys]
         if best_lr:
             rows = list(chosen_lr(rows, rank).values())
         rows.sort(key=lambda r: -(r[rank]["mean"] if r[rank] else -math.inf))
@@ -234,6 +194,7 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
         for g in grid.values():
             g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))
         tables[name] = {"task": mine[0].task, "kind": kind, "conditions": conditions,
-                        "conditions_note": conditions_note(conditions, kind), "rank_by": rank, "target": targets[kind], "columns": list(cols),
+                        "conditions_note": conditions_note(conditions, kind), "rank_by": rank,
+                        "target": target, "columns": list(cols),
                         "learning_rates": lrs, "best_lr": best_lr, "rows": rows, "best": best, "grid": grid}
     return tables

@@ -5,20 +5,25 @@ data order's generator), the run's resolved config and its MLflow run id. Resumi
 the last end-of-epoch checkpoint, refuses a command whose experiment differs from the
 checkpoint's (another loss, seed, model …: that would be a different run, not a resumed
 one), and hands the run id back so metrics keep flowing into the same MLflow run.
-Knows nothing of MLflow itself: a run id is turned into a path by a function it is given.
+Knows nothing of MLflow itself: :func:`find` asks the run's tracker for earlier runs and
+for the checkpoint of a run id.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
-from xentlab.config import ConfigError
+from xentlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 KEY = "xentlab"
 LAST = "last.ckpt"
@@ -91,6 +96,37 @@ def load(resume: str, config: Mapping[str, Any], checkpoint_of_run: Callable[[st
         raise ConfigError(f"resume={resume}: the checkpoint belongs to a different experiment; "
                           f"run with its settings. Differences: {'; '.join(differences)}")
     return Resume(path, record["run_id"], int(state.get("epoch", -1)) + 1)
+
+
+@dataclass(frozen=True)
+class Done:
+    """``resume=auto`` found a FINISHED run of this configuration: nothing to train."""
+
+    run_id: str
+    metrics: dict[str, float]
+
+
+def find(cfg: Any, tracker) -> Optional[Resume | Done]:
+    """What ``resume=`` asks for: None (train from the start), the checkpoint to go on from,
+    or (``resume=auto``) :class:`Done` when the configuration already has a FINISHED run."""
+    if not cfg.resume:
+        return None
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    where = cfg.resume
+    if cfg.resume == "auto":
+        found = tracker.previous(identity(config))
+        if found is not None and found.status == "FINISHED":
+            log.info("already done: MLflow run %s (FINISHED) has this configuration; nothing to train", found.run_id)
+            return Done(found.run_id, found.metrics)
+        log.info("resume=auto: %s", f"going on with MLflow run {found.run_id} ({found.status})" if found
+                 else "no earlier run of this configuration; training from the start")
+        where = found.checkpoint if found is not None else None  # it names its MLflow run
+        if where is None:
+            return None
+    resume = load(where, config, tracker.checkpoint_of)
+    log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
+             f", logging into MLflow run {resume.run_id}" if resume.run_id and cfg.logger.name != "none" else "")
+    return resume
 
 
 def _get(config: Mapping[str, Any], dotted: str) -> Any:

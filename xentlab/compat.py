@@ -4,8 +4,9 @@ The table is data: one entry per (task kind, activation, loss) cell, with a stat
 one-line reason, hand-written for each loss of the registry (``losses.LOSSES``); a new
 loss brings its rows with :func:`declare`. ``check`` turns a cell into a decision before any training starts:
 ``invalid`` raises :class:`IncompatibleCombination` naming the valid alternatives,
-``questionable`` returns the reason so the caller can warn and log it. The maths behind
-each cell is in the README's compatibility section.
+``questionable`` returns the reason so the caller can warn and log it. The README's
+compatibility section is this table (``scripts/compat_table.py``); each reason is the
+one-line summary of the maths of its cell.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Mapping
 
+from xentlab.errors import IncompatibleCombination
 from xentlab.losses import ACTIVATIONS, LOSSES, get
 
 KINDS = ("binary", "multiclass", "multilabel")
@@ -54,8 +56,12 @@ TABLE: dict[tuple[str, str, str], Cell] = {
     ("multiclass", "sigmoid", "bce"): Cell(
         Q, "C independent one-vs-rest questions; ignores that exactly one class is true"
     ),
-    ("multiclass", "sigmoid", "cce"): Cell(Q, "renormalised sigmoids, not a softmax (Keras on TensorFlow takes softmax CE of the logits instead)"),
-    ("multiclass", "sigmoid", "sparse_cce"): Cell(Q, "renormalised sigmoids, not a softmax (Keras on TensorFlow takes softmax CE of the logits instead)"),
+    ("multiclass", "sigmoid", "cce"): Cell(
+        Q, "renormalised sigmoids, not a softmax (Keras on TensorFlow takes softmax CE of the logits instead)"
+    ),
+    ("multiclass", "sigmoid", "sparse_cce"): Cell(
+        Q, "renormalised sigmoids, not a softmax (Keras on TensorFlow takes softmax CE of the logits instead)"
+    ),
     ("multiclass", "sigmoid", "mse"): Cell(V, "squared error on independent sigmoid outputs"),
     ("multiclass", "softmax", "bce"): Cell(V, "adds sum_c -log(1-p_c) terms for the wrong classes"),
     ("multiclass", "softmax", "cce"): Cell(R, "softmax regression with one-hot targets"),
@@ -69,7 +75,10 @@ TABLE: dict[tuple[str, str, str], Cell] = {
     ),
     # multilabel: C tags, k of them true
     ("multilabel", "sigmoid", "bce"): Cell(R, "one independent yes/no question per tag"),
-    ("multilabel", "sigmoid", "cce"): Cell(Q, "renormalisation makes tags compete; loss floor k*log(k) (Keras on TensorFlow takes softmax CE of the logits instead)"),
+    ("multilabel", "sigmoid", "cce"): Cell(
+        Q, "renormalisation makes tags compete; loss floor k*log(k) "
+           "(Keras on TensorFlow takes softmax CE of the logits instead)"
+    ),
     ("multilabel", "sigmoid", "sparse_cce"): Cell(X, "several tags cannot be one integer"),
     ("multilabel", "sigmoid", "mse"): Cell(V, "squared error per tag"),
     ("multilabel", "softmax", "bce"): Cell(Q, "softmax outputs sum to 1, so two tags can never both exceed 0.5"),
@@ -94,17 +103,14 @@ def declare(loss: str, cells: Mapping[tuple[str, str], Cell]) -> None:
     TABLE.update({(k, a, loss): c for (k, a), c in cells.items()})
 
 
-class IncompatibleCombination(ValueError):
-    """An activation × loss × task cell the table marks invalid."""
-
-
 def resolve_activation(kind: str, activation: str, loss: str) -> str:
     """Turn ``auto`` into the loss's natural activation on this kind of task."""
     return get(loss).natural_activation[kind] if activation == "auto" else activation
 
 
 def cell(kind: str, activation: str, loss: str) -> Cell:
-    for name, value, valid in (("task kind", kind, KINDS), ("activation", activation, ACTIVATIONS), ("loss", loss, LOSSES)):
+    for name, value, valid in (("task kind", kind, KINDS), ("activation", activation, ACTIVATIONS),
+                               ("loss", loss, LOSSES)):
         if value not in valid:
             raise ValueError(f"unknown {name} {value!r}; valid choices are: {', '.join(valid)}")
     return TABLE[(kind, activation, loss)]
@@ -118,7 +124,7 @@ def alternatives(kind: str, activation: str, loss: str) -> str:
         return f"{name}={', '.join(ok)}" if ok else f"no {name} works"
 
     acts = fmt("activation", [((kind, a, loss), a) for a in ACTIVATIONS])
-    losses = fmt("loss", [((kind, activation, l), l) for l in LOSSES])
+    losses = fmt("loss", [((kind, activation, other), other) for other in LOSSES])
     return f"with loss={loss}: {acts}; with activation={activation}: {losses}"
 
 
@@ -140,7 +146,7 @@ def markdown() -> str:
     for kind in KINDS:
         out += [f"**{kind}**", "", "| activation | " + " | ".join(LOSSES) + " |", "|---" * (len(LOSSES) + 1) + "|"]
         for a in ACTIVATIONS:
-            cells = [f"{marks[TABLE[(kind, a, l)].status]}: {TABLE[(kind, a, l)].reason}" for l in LOSSES]
+            cells = [f"{marks[TABLE[(kind, a, loss)].status]}: {TABLE[(kind, a, loss)].reason}" for loss in LOSSES]
             out.append(f"| {a} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

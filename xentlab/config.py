@@ -1,9 +1,11 @@
 """Typed configuration: the schema behind ``conf/`` and the checks Hydra cannot express.
 
-The dataclasses are registered with Hydra's ConfigStore, so a misspelt key or a value of
-the wrong type fails at start-up with Hydra's own message, and a name from a fixed set
-(optimizer, numerics, hidden activation) lists the valid values. :func:`validate` adds
+The dataclasses are registered with Hydra's ConfigStore (``xentlab.registration``), so a
+misspelt key or a value of the wrong type fails at start-up with Hydra's own message, and
+a name from a fixed set (optimizer, numerics, hidden activation, logger) lists the valid
+values; the registries behind those sets are keyed by these enums. :func:`validate` adds
 the range and cross-field checks, all before any data is loaded or a model is built.
+Imports no other part of xentlab but its errors.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from xentlab.errors import ConfigError
 
 
 class OptimizerName(str, Enum):
@@ -30,6 +33,11 @@ class HiddenActivation(str, Enum):
     relu = "relu"
     sigmoid = "sigmoid"
     tanh = "tanh"
+
+
+class LoggerName(str, Enum):
+    mlflow = "mlflow"
+    none = "none"
 
 
 @dataclass
@@ -101,7 +109,7 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "mlflow"
+    name: LoggerName = LoggerName.mlflow
     tracking_uri: Optional[str] = None
     experiment: str = "xentlab-${task.name}"
     run_name: Optional[str] = None
@@ -124,19 +132,16 @@ class Config:
     resume: Optional[str] = None  # auto, an MLflow run id, a checkpoint file or a run's output directory
 
 
-def register() -> None:
-    """Register the schema (``conf/config.yaml`` names it) and the tasks, which are Hydra
-    choices of their own (``task=<name>``, see ``xentlab.tasks``)."""
-    ConfigStore.instance().store(name="xentlab_schema", node=Config)
-    import xentlab.tasks  # noqa: F401  (each task registers its typed options)
-    # hydra/launcher=batched. Hydra finds the plugin itself where hydra_plugins/ is on sys.path (run.py's
-    # folder, a regular install); an editable install's import hook hides it from that scan, so composing
-    # a config that names it from elsewhere (the tests, a notebook) needs its config registered here.
-    import hydra_plugins.xentlab_batched_launcher.batched_launcher  # noqa: F401
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the bad value and the valid ones."""
+def batching_conflict(cfg: Any, by: str) -> Optional[str]:
+    """Why ``cfg`` cannot train as a member of a model of several runs (``by``: ``seeds=[...]``
+    or the batched launcher); None when it can."""
+    if cfg.resume:
+        return f"resume works for one run at a time, and {by} trains several runs as one model: drop one of them"
+    if cfg.trainer.compile:
+        return f"trainer.compile=true compiles one network, and {by} trains several as one model: drop one of them"
+    if "ddp" in str(cfg.trainer.strategy):
+        return f"{by} trains its members on one device; it does not combine with trainer=ddp"
+    return None
 
 
 def validate(cfg: Any) -> None:
@@ -147,10 +152,12 @@ def validate(cfg: Any) -> None:
         (cfg.optimizer.momentum >= 0, f"optimizer.momentum must be >= 0, got {cfg.optimizer.momentum}"),
         (cfg.optimizer.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}"),
         (cfg.trainer.max_epochs >= 1, f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}"),
-        (cfg.trainer.log_every_n_steps >= 1, f"trainer.log_every_n_steps must be >= 1, got {cfg.trainer.log_every_n_steps}"),
+        (cfg.trainer.log_every_n_steps >= 1,
+         f"trainer.log_every_n_steps must be >= 1, got {cfg.trainer.log_every_n_steps}"),
         (cfg.data.batch_size >= 1, f"data.batch_size must be >= 1, got {cfg.data.batch_size}"),
         (cfg.data.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {cfg.data.eval_batch_size}"),
-        (cfg.data.subset is None or cfg.data.subset >= 1, f"data.subset must be >= 1 (or null for all), got {cfg.data.subset}"),
+        (cfg.data.subset is None or cfg.data.subset >= 1,
+         f"data.subset must be >= 1 (or null for all), got {cfg.data.subset}"),
         (cfg.data.val_size >= 1, f"data.val_size must be >= 1, got {cfg.data.val_size}"),
         (
             cfg.data.subset is None or cfg.data.batch_size <= cfg.data.subset,
@@ -160,18 +167,12 @@ def validate(cfg: Any) -> None:
         (cfg.seeds is None or (len(cfg.seeds) >= 1 and len(set(cfg.seeds)) == len(cfg.seeds)
                                and all(s >= 0 for s in cfg.seeds)),
          f"seeds must be distinct non-negative integers, got {cfg.seeds}"),
-        (not (cfg.trainer.compile and cfg.seeds),
-         "trainer.compile=true works with one seed at a time; drop seeds=[...] or the compile flag"),
-        (not (cfg.resume and cfg.seeds), "resume works for one run at a time; seed-batched runs (seeds=[...]) "
-                                          "cannot be resumed"),
         (not (cfg.resume == "auto" and cfg.logger.name == "none"),
          "resume=auto finds the earlier run in MLflow, so it needs logger=mlflow; with logger=none give "
          "resume=<checkpoint file or run directory>"),
         (not (cfg.resume == "auto" and "ddp" in str(cfg.trainer.strategy)),
          "resume=auto works with one process per run; with trainer=ddp give resume=<MLflow run id or checkpoint>"),
         (cfg.logger.stale_after > 0, f"logger.stale_after must be > 0 seconds, got {cfg.logger.stale_after}"),
-        (not (cfg.seeds and "ddp" in str(cfg.trainer.strategy)),
-         "seeds=[...] batches seeds on one device; it does not combine with trainer.strategy=ddp"),
         (0 <= cfg.task.label_noise < 1, f"task.label_noise must be in [0, 1), got {cfg.task.label_noise}"),
         (cfg.task.imbalance is None or 0 < cfg.task.imbalance <= 1,
          f"task.imbalance must be in (0, 1] (or null for none), got {cfg.task.imbalance}"),
@@ -181,3 +182,5 @@ def validate(cfg: Any) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if cfg.seeds and (why := batching_conflict(cfg, "seeds=[...]")):
+        raise ConfigError(why)

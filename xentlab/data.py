@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from xentlab.tasks import Splits
+from xentlab.tasks.base import Splits
 
 
 class TensorBatches:

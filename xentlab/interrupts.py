@@ -2,13 +2,15 @@
 
 The entry point turns SIGTERM into :class:`Terminated` and ends the process with
 :data:`EXIT_CODE` when :func:`interrupted` says so, whatever the logger; tracking marks the
-runs it owns KILLED for the same exceptions.
+runs it owns KILLED for the same exceptions. Calls that must not be cut short hold both
+signals back with :func:`deferred`.
 """
 
 from __future__ import annotations
 
 import signal
-from contextlib import contextmanager
+import threading
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 EXIT_CODE = 130  # the shell's code for "stopped by a signal"
@@ -39,3 +41,32 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_deferring = False  # a deferred() block is open in the main thread
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM are only noted; on leaving, the previous handlers are back
+    and get each noted signal (Ctrl-C raises KeyboardInterrupt there, SIGTERM :class:`Terminated`
+    under :func:`sigterm_raises`). For calls into MLflow that take a lock: an exception raised
+    between a lock's acquire and its ``with`` block leaves the lock held, and MLflow's async queue
+    then hangs the process when it is flushed. Re-entrant; elsewhere than in the main thread,
+    where no handler can be set, nothing changes."""
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    _deferring = True
+    try:
+        with ExitStack() as restore:  # every handler comes back, even if a signal lands in between
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not None:  # None: set outside Python, it could not be restored
+                    restore.callback(signal.signal, signum, signal.signal(signum, lambda s, _: noted.append(s)))
+            yield
+    finally:
+        _deferring = False
+        for signum in noted:  # also when the body raised: the interrupt wins, as it would have
+            signal.raise_signal(signum)  # the restored handler runs now, in this thread

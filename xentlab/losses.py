@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xentlab.config import Numerics
+
 EPSILON = 1e-7
 """Keras's ``backend.epsilon()``: the clip used with ``numerics="keras"``."""
 
@@ -48,16 +50,8 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "softmax": lambda z: torch.softmax(z, dim=-1),
     "none": lambda z: z,
 }
-NUMERICS = ("stable", "keras")
+NUMERICS = tuple(n.value for n in Numerics)  # the choice ``loss.numerics``
 REDUCTIONS = ("mean", "sum", "none")
-
-TARGET_FORMATS = {
-    "bce": "float targets with the same shape as the outputs (0/1, multi-hot or soft values in [0, 1])",
-    "cce": "float one-hot (or soft) rows of shape (N, C) that sum to 1",
-    "sparse_cce": "integer class indices of shape (N,) with 0 <= y < C",
-    "mse": "float targets with the same shape as the outputs",
-}
-
 
 def activate(activation: str, outputs: Tensor) -> Tensor:
     """Apply an output activation by name (what the model reports as its prediction)."""
@@ -144,10 +138,6 @@ def _classes_to_dim1(t: Tensor) -> Tensor:
 # --- Keras 3 from-probabilities forms (numerics="keras") -------------------------------
 
 
-def _keras_probs(activation: str, z: Tensor) -> Tensor:
-    return ACTIVATIONS[activation](z)
-
-
 def _keras_bce(p: Tensor, y: Tensor) -> Tensor:
     p = p.clamp(EPSILON, 1.0 - EPSILON)
     return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean(-1)
@@ -226,7 +216,7 @@ class BinaryCrossentropy(Loss):
         return _bce_stable(activation, z, _smooth(y, s, 2))
 
     def keras(self, activation, z, y, s):
-        return _keras_bce(_keras_probs(activation, z), _smooth(y, s, 2))
+        return _keras_bce(activate(activation, z), _smooth(y, s, 2))
 
 
 @register
@@ -249,7 +239,7 @@ class CategoricalCrossentropy(Loss):
         return _cce_stable(activation, z, _smooth(y, s, z.shape[-1]))
 
     def keras(self, activation, z, y, s):
-        return -(_smooth(y, s, z.shape[-1]) * _keras_log_q(_keras_probs(activation, z))).sum(-1)
+        return -(_smooth(y, s, z.shape[-1]) * _keras_log_q(activate(activation, z))).sum(-1)
 
 
 @register
@@ -273,7 +263,7 @@ class SparseCategoricalCrossentropy(Loss):
         return _sparse_cce_stable(activation, z, y, s)
 
     def keras(self, activation, z, y, s):
-        log_q = _keras_log_q(_keras_probs(activation, z))
+        log_q = _keras_log_q(activate(activation, z))
         return -log_q.gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 

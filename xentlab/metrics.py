@@ -18,9 +18,11 @@ while the rare class is never predicted.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryCalibrationError,
@@ -33,22 +35,30 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-from xentlab import losses
+from xentlab import losses, yardsticks
 
-YARDSTICKS: dict[str, tuple[str, ...]] = {
-    "binary": ("acc", "nll", "brier", "ece"),
-    "multiclass": ("acc", "nll", "brier", "ece"),
-    "multilabel": ("subset_acc", "hamming_acc", "micro_f1", "macro_f1", "map", "nll", "brier", "ece"),
-}
-PER_CLASS = ("balanced_acc", "recall")  # added by ``per_class``; "recall" is logged per class
-NEEDS_PROBABILITIES = frozenset({"nll", "brier", "ece", "map"})
 N_BINS = 15
 
 
-def available(kind: str, activation: str) -> tuple[str, ...]:
-    """The yardsticks that are well defined for this task kind and output activation."""
-    names = YARDSTICKS[kind]
-    return names if activation != "none" else tuple(n for n in names if n not in NEEDS_PROBABILITIES)
+def _ece(kind: str, c: int):
+    return (BinaryCalibrationError(n_bins=N_BINS) if kind != "multiclass"
+            else MulticlassCalibrationError(c, n_bins=N_BINS))
+
+
+# yardstick -> (torchmetrics factory of (task kind, classes), the view of the outputs it reads)
+FACTORIES: dict[str, tuple[Callable[[str, int], Metric], str]] = {
+    "acc": (lambda kind, c: BinaryAccuracy() if kind == "binary" else MulticlassAccuracy(c, average="micro"), "hard"),
+    "subset_acc": (lambda kind, c: MultilabelExactMatch(c), "hard"),
+    "hamming_acc": (lambda kind, c: MultilabelAccuracy(c, average="micro"), "hard"),
+    "micro_f1": (lambda kind, c: MultilabelF1Score(c, average="micro"), "hard"),
+    "macro_f1": (lambda kind, c: MultilabelF1Score(c, average="macro"), "hard"),
+    "map": (lambda kind, c: MultilabelAveragePrecision(c, average="macro"), "probs"),
+    "nll": (lambda kind, c: MeanMetric(), "nll"),
+    "brier": (lambda kind, c: MeanMetric(), "brier"),
+    "ece": (_ece, "pooled_probs"),
+    "balanced_acc": (lambda kind, c: MulticlassAccuracy(c, average="macro"), "hard"),
+    "recall": (lambda kind, c: MulticlassRecall(c, average=None), "hard"),
+}
 
 
 class Yardsticks(nn.Module):
@@ -57,59 +67,40 @@ class Yardsticks(nn.Module):
     def __init__(self, kind: str, activation: str, num_classes: int, per_class: bool = False):
         super().__init__()
         self.kind, self.activation, self.num_classes = kind, activation, num_classes
-        c = num_classes
-        factories = {
-            "binary": {"acc": BinaryAccuracy, "ece": lambda: BinaryCalibrationError(n_bins=N_BINS)},
-            "multiclass": {
-                "acc": lambda: MulticlassAccuracy(c, average="micro"),
-                "ece": lambda: MulticlassCalibrationError(c, n_bins=N_BINS),
-            },
-            "multilabel": {
-                "subset_acc": lambda: MultilabelExactMatch(c),
-                "hamming_acc": lambda: MultilabelAccuracy(c, average="micro"),
-                "micro_f1": lambda: MultilabelF1Score(c, average="micro"),
-                "macro_f1": lambda: MultilabelF1Score(c, average="macro"),
-                "map": lambda: MultilabelAveragePrecision(c, average="macro"),
-                "ece": lambda: BinaryCalibrationError(n_bins=N_BINS),
-            },
-        }[kind]
-        factories = {**factories, "nll": MeanMetric, "brier": MeanMetric,
-                     "balanced_acc": lambda: MulticlassAccuracy(c, average="macro"),
-                     "recall": lambda: MulticlassRecall(c, average=None)}
-        self.names = available(kind, activation) + (PER_CLASS if per_class and kind != "multilabel" else ())
-        self.metrics = nn.ModuleDict({n: factories[n]() for n in self.names})
+        self.names = yardsticks.available(kind, activation, per_class=per_class and kind != "multilabel")
+        self.metrics = nn.ModuleDict({n: FACTORIES[n][0](kind, num_classes) for n in self.names})
 
     def _views(self, z: Tensor, y: Tensor) -> dict[str, tuple[Tensor, ...]]:
-        """Inputs of each metric: hard predictions, probabilities, per-example NLL/Brier."""
+        """The inputs a metric may read (``FACTORIES``): hard predictions against labels, and
+        with probabilities: the probabilities, their pooled form for ECE, per-example NLL and Brier."""
         act, kind = self.activation, self.kind
+        views: dict[str, tuple[Tensor, ...]] = {}
         if kind == "multilabel":
             p = losses.activate(act, z)
-            hard, yi = (p >= 0.5).long(), y.long()
-            views = {n: (hard, yi) for n in ("subset_acc", "hamming_acc", "micro_f1", "macro_f1")}
+            yi = y.long()
+            views["hard"] = ((p >= 0.5).long(), yi)
             if act != "none":
-                views["map"] = (p, yi)
+                views["probs"] = (p, yi)
+                views["pooled_probs"] = (p.reshape(-1), yi.reshape(-1))
                 views["nll"] = (losses.compute("bce", act, z, y, reduction="none", check_values=False),)
                 views["brier"] = (((p - y) ** 2).mean(-1),)
-                views["ece"] = (p.reshape(-1), yi.reshape(-1))
             return views
         if kind == "binary":
             if z.shape[-1] == 2:  # softmax over [negative, positive]
                 p1 = torch.softmax(z, -1)[:, 1]
             else:
                 p1 = losses.activate(act, z[:, 0])
-            hard = (p1 >= 0.5).long()
-            views = {"acc": (hard, y), "balanced_acc": (hard, y), "recall": (hard, y)}
+            views["hard"] = ((p1 >= 0.5).long(), y)
             if act != "none":
+                views["probs"] = views["pooled_probs"] = (p1, y)
                 views["brier"] = ((p1 - y) ** 2,)
-                views["ece"] = (p1, y)
         else:  # multiclass
-            hard = z.argmax(-1)
-            views = {"acc": (hard, y), "balanced_acc": (hard, y), "recall": (hard, y)}
+            views["hard"] = (z.argmax(-1), y)
             if act != "none":
                 q = losses.activate(act, z)
                 q = q / q.sum(-1, keepdim=True)  # sigmoid outputs: the renormalised distribution
+                views["probs"] = views["pooled_probs"] = (q, y)
                 views["brier"] = (((q - nn.functional.one_hot(y, self.num_classes)) ** 2).sum(-1),)
-                views["ece"] = (q, y)
         if act != "none":
             if z.shape[-1] == 1:
                 nll = losses.compute("bce", act, z, y.float().unsqueeze(-1), reduction="none", check_values=False)
@@ -123,7 +114,7 @@ class Yardsticks(nn.Module):
         z = outputs.detach().float()
         views = self._views(z, labels)
         for name, metric in self.metrics.items():
-            metric.update(*views[name])
+            metric.update(*views[FACTORIES[name][1]])
 
     def compute(self) -> dict[str, Tensor]:
         out = {}

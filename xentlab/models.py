@@ -7,7 +7,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-HIDDEN_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+from xentlab.config import HiddenActivation
+
+HIDDEN_ACTIVATIONS: dict[HiddenActivation, type[nn.Module]] = {
+    HiddenActivation.relu: nn.ReLU, HiddenActivation.sigmoid: nn.Sigmoid, HiddenActivation.tanh: nn.Tanh}
 
 MODELS: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {}
 INPUT_RANK: dict[str, int] = {}  # models that need inputs of one rank per example (cnn: C, H, W)
@@ -32,10 +35,7 @@ def check_input(name: str, input_shape: tuple[int, ...], task: str) -> None:
 
 
 def _hidden(cfg) -> type[nn.Module]:
-    name = getattr(cfg.hidden_activation, "value", cfg.hidden_activation)
-    if name not in HIDDEN_ACTIVATIONS:
-        raise ValueError(f"unknown hidden activation {name!r}; valid choices are: {', '.join(HIDDEN_ACTIVATIONS)}")
-    return HIDDEN_ACTIVATIONS[name]
+    return HIDDEN_ACTIVATIONS[HiddenActivation(cfg.hidden_activation)]
 
 
 @model("mlp")

@@ -1,8 +1,8 @@
 """The LightningModule: K >= 1 networks, each with its own output activation, loss and
 optimizer settings (a *member*, logged as its own MLflow run), trained as one model.
 
-A single run is K = 1: the network is called as it is. For K > 1 the members' parameters
-are stacked (``torch.func.stack_module_state``) and evaluated with ``vmap`` +
+A single run is K = 1: its network is called as it is (:class:`Plain`). For K > 1 the
+members' parameters are stacked (:class:`Stacked`, ``torch.func.stack_module_state``) and evaluated with ``vmap`` +
 ``functional_call``, so small models share each step's fixed cost. Members share no
 parameters and Adam and SGD act elementwise, so every member follows exactly the
 trajectory it would follow alone: its own initial weights, data order (a generator per
@@ -22,13 +22,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torchmetrics import MeanMetric
 
-from xentlab import losses, members
+from xentlab import losses, metric_keys
+from xentlab.config import OptimizerName
+from xentlab.errors import NonFiniteLoss
 from xentlab.metrics import Yardsticks
 
-# Each optimizer with the settings a member may set in its own param group.
-OPTIMIZERS: dict[str, tuple[Callable[..., torch.optim.Optimizer], tuple[str, ...]]] = {
-    "adam": (torch.optim.Adam, ("lr", "weight_decay")),
-    "sgd": (torch.optim.SGD, ("lr", "momentum", "weight_decay")),
+# Each optimizer (the choice ``optimizer.name``) with the settings a member may set in its own param group.
+OPTIMIZERS: dict[OptimizerName, tuple[Callable[..., torch.optim.Optimizer], tuple[str, ...]]] = {
+    OptimizerName.adam: (torch.optim.Adam, ("lr", "weight_decay")),
+    OptimizerName.sgd: (torch.optim.SGD, ("lr", "momentum", "weight_decay")),
 }
 # Devices where the optimizer runs torch's fused kernels: one pass over each parameter tensor
 # instead of one per elementwise op (most of a stacked model's optimizer time on CPU).
@@ -36,7 +38,7 @@ FUSED = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
-class Member:
+class MemberSettings:
     """What may differ between members of one model; everything else they share."""
 
     loss: str
@@ -48,41 +50,101 @@ class Member:
     weight_decay: float = 0.0
 
     @property
-    def settings(self) -> dict[str, float]:
+    def optimizer(self) -> dict[str, float]:
         """The optimizer settings (members with equal ones share a param group)."""
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
 
-class NonFiniteLoss(FloatingPointError):
-    """Training diverged: the loss became NaN or infinite at ``step``."""
+class Plain:
+    """One network (K = 1), called as it is; the same small interface as :class:`Stacked`.
+    Not a module itself: the network stays the classifier's ``net``, so a single run's
+    checkpoint holds it under the names it always had."""
 
-    def __init__(self, step: int):
-        self.step = step
-        super().__init__(f"loss became NaN or infinite at step {step}: training diverged (try a smaller optimizer.lr)")
+    per_member_batches = False  # its training batches are plain (B, ...) batches
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+        self.blocks = [(0, 1)]  # (first, end) member of each parameter block
+
+    def __call__(self, x: Tensor, shared: bool = True) -> Tensor:
+        return self.forward(x, shared)
+
+    def forward(self, x: Tensor, shared: bool = True) -> Tensor:
+        return self.net(x if shared else x[0]).unsqueeze(0)
+
+    def parameter_blocks(self) -> list[list[nn.Parameter]]:
+        return [list(self.net.parameters())]
+
+
+class Stacked(nn.Module):
+    """K > 1 networks of one architecture, their parameters stacked and called through ``vmap``.
+
+    One parameter block per run of consecutive members with equal optimizer settings, so
+    each block is one optimizer param group. Matrices (linear weights) are stored
+    ``(K, in, out)``, transposed: their gradient x^T·dy then lands in the parameter's own
+    layout, where ``(K, out, in)`` costs a transposing copy of every weight at every step.
+    """
+
+    per_member_batches = True  # its training batches are (K, B, ...): each member's own order
+
+    def __init__(self, nets: Sequence[nn.Module], settings: Sequence[MemberSettings]):
+        super().__init__()
+        self.blocks: list[tuple[int, int]] = []
+        for i, s in enumerate(settings):
+            if self.blocks and settings[self.blocks[-1][0]].optimizer == s.optimizer:
+                self.blocks[-1] = (self.blocks[-1][0], i + 1)
+            else:
+                self.blocks.append((i, i + 1))
+        if any(True for _ in nets[0].buffers()):
+            raise ValueError("members train as one model only for networks without buffers (mlp, cnn)")
+        self._names = [n for n, _ in nets[0].named_parameters()]
+        self._flip = [p.dim() == 2 for _, p in nets[0].named_parameters()]
+        self.stored = nn.ModuleList()
+        for start, stop in self.blocks:
+            params, _ = stack_module_state(list(nets[start:stop]))
+            stored = [params[n].transpose(1, 2) if flip else params[n] for n, flip in zip(self._names, self._flip)]
+            self.stored.append(nn.ParameterList([nn.Parameter(p.detach().contiguous()) for p in stored]))
+        # the architecture, kept out of the module tree: functional_call supplies every weight
+        self._base = [copy.deepcopy(nets[0]).to("meta")]
+
+    def _stacked(self) -> tuple[Tensor, ...]:
+        """Every member's parameters, ``(K, ...)`` each, in the network's own layout."""
+        if len(self.stored) == 1:
+            params = tuple(self.stored[0])
+        else:
+            params = tuple(torch.cat([b[j] for b in self.stored]) for j in range(len(self._names)))
+        return tuple(p.transpose(1, 2) if flip else p for p, flip in zip(params, self._flip))
+
+    def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
+        return functional_call(self._base[0], dict(zip(self._names, params)), (x,))
+
+    def forward(self, x: Tensor, shared: bool = True) -> Tensor:
+        return vmap(self._one, in_dims=(0, None if shared else 0))(self._stacked(), x)
+
+    def parameter_blocks(self) -> list[list[nn.Parameter]]:
+        return [list(b.parameters()) for b in self.stored]
 
 
 class Classifier(pl.LightningModule):
     """Trains ``nets`` (one per member, same architecture) with ``losses.compute``.
 
     Logs ``train/loss`` per step (every ``check_every`` steps) and per epoch, ``val/loss``
-    and ``val/<yardstick>`` per epoch, ``test/*`` once; for K > 1 under each member's key
-    (``xentlab.members``). Metrics accumulate on the device; the only host syncs are at
-    logging points (every step on CPU, where they cost nothing). A member whose loss turns
-    NaN or infinite stops: K = 1 raises :class:`NonFiniteLoss`; for K > 1 its loss leaves
-    the sum, its values are no longer logged and ``failed`` records its error, while the
-    other members go on (all failed: :class:`NonFiniteLoss`).
+    and ``val/<yardstick>`` per epoch, ``test/*`` once, each under its member's key
+    (``xentlab.metric_keys``; K = 1 too). Metrics accumulate on the device; the only host
+    syncs are at logging points (every step on CPU, where they cost nothing). A member whose
+    loss turns NaN or infinite stops: its loss leaves the sum, its values are no longer
+    logged and ``failed`` records its error, while the other members go on; when none is
+    left (K = 1: at once) :class:`NonFiniteLoss` is raised.
     """
 
-    def __init__(self, nets: Sequence[nn.Module], members_: Sequence[Member], *, kind: str, num_classes: int,
-                 optimizer: str, check_every: int, per_class: bool = False):
+    def __init__(self, nets: Sequence[nn.Module], settings: Sequence[MemberSettings], *, kind: str,
+                 num_classes: int, optimizer: str, check_every: int, per_class: bool = False):
         super().__init__()
-        if len(nets) != len(members_) or not nets:
-            raise ValueError(f"one network per member: got {len(nets)} networks for {len(members_)} members")
-        self.members = list(members_)
+        if len(nets) != len(settings) or not nets:
+            raise ValueError(f"one network per member: got {len(nets)} networks for {len(settings)} members")
+        self.members = list(settings)
         self.k = len(self.members)
-        self.optimizer_name, self.check_every = optimizer, check_every
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; valid choices are: {', '.join(OPTIMIZERS)}")
+        self.optimizer_name, self.check_every = OptimizerName(optimizer), check_every
         # The losses: members with one loss share its target tensor (the data yields one per loss).
         self.target_losses = list(dict.fromkeys(m.loss for m in self.members))
         groups: dict[tuple, list[int]] = {}
@@ -94,18 +156,20 @@ class Classifier(pl.LightningModule):
         for j, (key, idx) in enumerate(groups.items()):
             if len(idx) < self.k:
                 self.register_buffer(f"_group{j}", torch.tensor(idx), persistent=False)
-            self._loss_groups.append((key, self.target_losses.index(key[0]), f"_group{j}" if len(idx) < self.k else None))
+            self._loss_groups.append((key, self.target_losses.index(key[0]),
+                                      f"_group{j}" if len(idx) < self.k else None))
         if len(groups) > 1:  # member order of the concatenated per-group losses
             order = torch.tensor([i for idx in groups.values() for i in idx])
             self.register_buffer("_unsort", torch.argsort(order), persistent=False)
         if self.k == 1:
             self.net = nets[0]
-            self._blocks: list[tuple[int, int]] = [(0, 1)]
+            self.nets: Plain | Stacked = Plain(self.net)
         else:
-            self._init_stacked(nets)
+            self.nets = Stacked(nets, self.members)
         self.stage_metrics = nn.ModuleDict({s: nn.ModuleList(
             [Yardsticks(kind, m.activation, num_classes, per_class) for m in self.members]) for s in ("val", "test")})
-        self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in self.members]) for s in ("val", "test")})
+        self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in self.members])
+                                         for s in ("val", "test")})
         self.failed: dict[int, NonFiniteLoss] = {}
         self._bad_step: Tensor | None = None  # per member: the first step whose loss was not finite (0: none)
         self._epoch_sum: Tensor | None = None
@@ -114,46 +178,10 @@ class Classifier(pl.LightningModule):
         # machinery, a measurable share of a small model's step time (scripts/bench.py).
         self.automatic_optimization = False
 
-    def _init_stacked(self, nets: Sequence[nn.Module]) -> None:
-        """One parameter block per run of consecutive members with equal optimizer settings."""
-        self._blocks = []
-        for i, m in enumerate(self.members):
-            if self._blocks and self.members[self._blocks[-1][0]].settings == m.settings:
-                self._blocks[-1] = (self._blocks[-1][0], i + 1)
-            else:
-                self._blocks.append((i, i + 1))
-        if any(True for _ in nets[0].buffers()):
-            raise ValueError("members train as one model only for networks without buffers (mlp, cnn)")
-        self._names = [n for n, _ in nets[0].named_parameters()]
-        # Matrices (linear weights) are stored (K, in, out), transposed: their gradient x^T·dy
-        # then lands in the parameter's own layout, where (K, out, in) costs a transposing
-        # copy of every weight at every step.
-        self._flip = [p.dim() == 2 for _, p in nets[0].named_parameters()]
-        self.blocks = nn.ModuleList()
-        for start, stop in self._blocks:
-            params, _ = stack_module_state(list(nets[start:stop]))
-            stored = [params[n].transpose(1, 2) if flip else params[n] for n, flip in zip(self._names, self._flip)]
-            self.blocks.append(nn.ParameterList([nn.Parameter(p.detach().contiguous()) for p in stored]))
-        # the architecture, kept out of the module tree: functional_call supplies every weight
-        self._base = [copy.deepcopy(nets[0]).to("meta")]
-
-    def _stacked(self) -> tuple[Tensor, ...]:
-        """Every member's parameters, ``(K, ...)`` each, in the network's own layout."""
-        if len(self.blocks) == 1:
-            params = tuple(self.blocks[0])
-        else:
-            params = tuple(torch.cat([b[j] for b in self.blocks]) for j in range(len(self._names)))
-        return tuple(p.transpose(1, 2) if flip else p for p, flip in zip(params, self._flip))
-
-    def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
-        return functional_call(self._base[0], dict(zip(self._names, params)), (x,))
-
     def forward(self, x: Tensor, shared: bool = True) -> Tensor:
-        """Outputs ``(K, B, C)`` for inputs ``(B, ...)`` shared by all members, or (K > 1,
-        ``shared=False``) ``(K, B, ...)``, one batch per member."""
-        if self.k == 1:
-            return self.net(x).unsqueeze(0)
-        return vmap(self._one, in_dims=(0, None if shared else 0))(self._stacked(), x)
+        """Outputs ``(K, B, C)`` for inputs ``(B, ...)`` shared by all members, or
+        (``shared=False``) ``(K, B, ...)``, one batch per member."""
+        return self.nets(x, shared)
 
     def member_losses(self, z: Tensor, targets: Sequence[Tensor], *, shared: bool, reduction: str = "mean") -> Tensor:
         """Each member's loss, ``(K,)`` (``mean`` over the batch) or ``(K, B)`` (``none``).
@@ -180,19 +208,18 @@ class Classifier(pl.LightningModule):
         step = self.global_step + 1  # this batch's step, 1-based (global_step moves on at opt.step())
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
-        per_member = self.member_losses(self(x, shared=self.k == 1), targets, shared=self.k == 1)  # (K,)
-        if self.k == 1:
-            total = per_member[0]
-        else:  # members share no parameters: the sum gives each its own gradient
-            alive = self._bad_step == 0 if self._bad_step is not None else None
-            total = (per_member if alive is None else torch.where(alive, per_member, 0.0)).sum()
+        shared = not self.nets.per_member_batches
+        per_member = self.member_losses(self(x, shared=shared), targets, shared=shared)  # (K,)
+        # members share no parameters: the sum gives each its own gradient; a diverged one leaves it
+        alive = self._bad_step == 0 if self._bad_step is not None else None
+        total = (per_member if alive is None else torch.where(alive, per_member, 0.0)).sum()
         self.manual_backward(total)
         opt.step()
         detached = per_member.detach()
         self._watch(detached, step)
         # Sum on the device; hand Lightning a value only at its logging steps (no per-step
         # logging machinery, no host sync).
-        n = x.shape[0] if self.k == 1 else x.shape[1]
+        n = x.shape[1 if self.nets.per_member_batches else 0]
         self._epoch_sum = detached * n if self._epoch_sum is None else self._epoch_sum + detached * n
         self._epoch_count += n
         if step % self.check_every == 0:
@@ -221,9 +248,7 @@ class Classifier(pl.LightningModule):
         return [i for i in range(self.k) if i not in self.failed]
 
     def _named(self, values: Tensor, key: str) -> dict[str, Tensor]:
-        if self.k == 1:
-            return {key: values[0]}
-        return {members.key(i, key): values[i] for i in self._alive()}
+        return {metric_keys.key(i, key): values[i] for i in self._alive()}
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_count = None, 0
@@ -255,7 +280,7 @@ class Classifier(pl.LightningModule):
         for i in self._alive():
             one = {f"{stage}/loss": self.stage_loss[stage][i].compute()}
             one.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage][i].compute().items()})
-            values.update(one if self.k == 1 else {members.key(i, k): v for k, v in one.items()})
+            values.update({metric_keys.key(i, k): v for k, v in one.items()})
         for i in range(self.k):
             self.stage_loss[stage][i].reset()
             self.stage_metrics[stage][i].reset()
@@ -275,7 +300,6 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         cls, keys = OPTIMIZERS[self.optimizer_name]
-        blocks = [self.net.parameters()] if self.k == 1 else [b.parameters() for b in self.blocks]
-        groups = [{"params": list(params), **{k: self.members[start].settings[k] for k in keys}}
-                  for params, (start, _) in zip(blocks, self._blocks)]
+        groups = [{"params": params, **{k: self.members[start].optimizer[k] for k in keys}}
+                  for params, (start, _) in zip(self.nets.parameter_blocks(), self.nets.blocks)]
         return cls(groups, fused=self.device.type in FUSED)

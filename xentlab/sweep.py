@@ -1,8 +1,8 @@
 """Sweeps (Hydra multirun): a parent MLflow run per sweep, a record per job, a summary.
 
-Each job writes what became of it (ran, skipped with the reason, failed with the error)
-to ``xentlab_job.json`` in its own output folder, so the records survive any launcher
-(in-process, joblib workers, submitit). :class:`SweepCallback` creates the store and the
+Each job writes what became of it (``xentlab.outcome``: ran, skipped with the reason,
+failed with the error) to ``xentlab_job.json`` in its own output folder, so the records
+survive any launcher (in-process, joblib workers, submitit). :class:`SweepCallback` creates the store and the
 parent run before the jobs start and, at the end, prints the summary and attaches it to
 the parent run.
 """
@@ -28,26 +28,6 @@ def write_record(output_dir: str | Path, record: dict[str, Any]) -> None:
     path = Path(output_dir) / RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str))
-
-
-def outcome(exc: Exception) -> dict[str, Any]:
-    """The record of a job that did not train: a bad config or invalid cell is skipped,
-    anything else failed (with the MLflow run it failed in, when one existed)."""
-    from xentlab.config import ConfigError
-
-    if isinstance(exc, ConfigError):
-        return {"status": "skipped", "reason": str(exc)}
-    return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "run_id": getattr(exc, "xentlab_run_id", None)}
-
-
-def trained(result: dict[str, Any]) -> dict[str, Any]:
-    """The record of a job that trained (``train.run``'s result): failed where a member of
-    a batched model diverged (its run ended FAILED while the others went on)."""
-    runs = result.get("runs")
-    errors = ([f"seed {r['seed']}: {r['error']}" for r in runs if "error" in r] if runs is not None
-              else [result["error"]] if "error" in result else [])
-    record = {k: v for k, v in result.items() if k != "error"}
-    return {**record, "status": "failed", "reason": "; ".join(errors)} if errors else {**record, "status": "ran"}
 
 
 def read_records(sweep_dir: str | Path) -> list[dict[str, Any]]:

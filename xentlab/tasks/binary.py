@@ -8,7 +8,8 @@ layer and loss differ.
 
 from __future__ import annotations
 
-from xentlab.tasks import Split, Splits, mnist, task
+from xentlab.tasks import mnist
+from xentlab.tasks.base import Split, Splits, task
 
 
 @task("binary", kind="binary", input_shape=(1, 28, 28), num_classes=2)

@@ -14,7 +14,8 @@ import logging
 import torch
 from torch import Tensor
 
-from xentlab.config import ConfigError
+from xentlab.errors import ConfigError
+from xentlab.tasks.base import Split, Splits
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ def imbalance_keep(y: Tensor, ratio: float, num_classes: int, seed: int) -> Tens
 
 def apply(splits, kind: str, num_classes: int, task_cfg):
     """``splits`` with the training split made imbalanced, then noisy, as the options ask."""
-    from xentlab.tasks import Split, Splits
-
     train = splits.train
     if task_cfg.imbalance is not None:
         keep = imbalance_keep(train.y, task_cfg.imbalance, num_classes, task_cfg.data_seed)

@@ -26,8 +26,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from xentlab.config import ConfigError, TaskConfig
-from xentlab.tasks import Split, Splits, TaskSpec, get, task
+from xentlab.config import TaskConfig
+from xentlab.errors import ConfigError
+from xentlab.tasks.base import Split, Splits, TaskSpec, get, task
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def check(t) -> None:
         raise ConfigError("task=file needs task.path=<a .npz or .csv file>")
     suffix = Path(t.path).suffix.lower()
     if suffix not in (".npz", ".csv"):
-        raise ConfigError(f"task.path={t.path}: unsupported file type {suffix or '(none)'!r}; valid types are: .npz, .csv")
+        raise ConfigError(f"task.path={t.path}: unsupported file type {suffix or '(none)'!r}; "
+                          "valid types are: .npz, .csv")
     if not Path(t.path).is_file():
         raise ConfigError(f"task.path={t.path}: no such file")
     if t.test_path and not Path(t.test_path).is_file():
@@ -73,7 +75,8 @@ def check(t) -> None:
 def _features(name: str, x) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise ConfigError(f"{name} is not numeric (dtype {x.dtype}): features must be numbers, every row the same shape")
+        raise ConfigError(f"{name} is not numeric (dtype {x.dtype}): "
+                          "features must be numbers, every row the same shape")
     if x.ndim < 2:
         raise ConfigError(f"{name} has shape {x.shape}: it needs one row per example, (N, features...)")
     bad = ~np.isfinite(x.astype(np.float64))
@@ -99,7 +102,8 @@ def _npz(path: Path) -> tuple[dict[str, np.ndarray], Optional[list[str]]]:
     class_names = [str(c) for c in data.pop("class_names")] if "class_names" in data else None
     for split in ("train", "test", "val"):
         if f"x_{split}" in data and len(data[f"x_{split}"]) != len(data[f"y_{split}"]):
-            raise ConfigError(f"x_{split} has {len(data[f'x_{split}'])} rows but y_{split} has {len(data[f'y_{split}'])}")
+            raise ConfigError(f"x_{split} has {len(data[f'x_{split}'])} rows "
+                              f"but y_{split} has {len(data[f'y_{split}'])}")
     return data, class_names
 
 
@@ -124,7 +128,8 @@ def _csv_frame(path: Path, label_columns: list[str]):
                           f"(e.g. {frame[text[0]].iloc[0]!r}); features must be numbers")
     empty = frame[labels].isna().any(axis=1)
     if empty.any():
-        raise ConfigError(f"{path}: {int(empty.sum())} row(s) have no label (the first is data row {int(empty.argmax()) + 1})")
+        raise ConfigError(f"{path}: {int(empty.sum())} row(s) have no label "
+                          f"(the first is data row {int(empty.argmax()) + 1})")
     y = frame[labels].to_numpy()
     return frame[features].to_numpy(), (y[:, 0] if len(labels) == 1 else y), labels
 
@@ -154,7 +159,8 @@ def _labels(y: dict[str, np.ndarray], requested: Optional[str], names: Optional[
                 raise ConfigError(f"labels fit no kind: y_{k} has several columns but values other than 0 and 1 "
                                   f"(multilabel tags must be 0/1)")
         if requested not in (None, "multilabel"):
-            raise ConfigError(f"task.kind={requested}, but the labels have {train.shape[1]} columns: that is multilabel")
+            raise ConfigError(f"task.kind={requested}, but the labels have {train.shape[1]} columns: "
+                              "that is multilabel")
         tags = names if names and len(names) == train.shape[1] else [str(i) for i in range(train.shape[1])]
         return "multilabel", tags, {k: torch.as_tensor(v.astype(np.float32)) for k, v in y.items()}
     if train.ndim != 1:
@@ -168,18 +174,22 @@ def _labels(y: dict[str, np.ndarray], requested: Optional[str], names: Optional[
                               f"classification needs class labels")
     classes = np.unique(train)
     if len(classes) < 2:
-        raise ConfigError(f"labels fit no kind: the training labels hold one class only ({classes[0] if len(classes) else 'none'})")
+        raise ConfigError("labels fit no kind: the training labels hold one class only "
+                          f"({classes[0] if len(classes) else 'none'})")
     for k, v in y.items():
         unseen = np.setdiff1d(np.unique(v), classes)
         if len(unseen):
-            raise ConfigError(f"class {unseen[0]!r} is in y_{k} but not in y_train: a model cannot learn a class it never sees")
+            raise ConfigError(f"class {unseen[0]!r} is in y_{k} but not in y_train: "
+                              "a model cannot learn a class it never sees")
     kind = requested or ("binary" if len(classes) == 2 else "multiclass")
     if kind == "binary" and len(classes) != 2:
         raise ConfigError(f"task.kind=binary, but the training labels hold {len(classes)} classes")
     if kind == "multilabel":
-        raise ConfigError("task.kind=multilabel needs several 0/1 label columns; these labels are one class per example")
+        raise ConfigError("task.kind=multilabel needs several 0/1 label columns; "
+                          "these labels are one class per example")
     integers = numeric and np.array_equal(classes, np.arange(len(classes)))
-    class_names = names if integers and names and len(names) == len(classes) else [str(c.item() if numeric else c) for c in classes]
+    class_names = (names if integers and names and len(names) == len(classes)
+                   else [str(c.item() if numeric else c) for c in classes])
     return kind, class_names, {k: torch.as_tensor(np.searchsorted(classes, v)).long() for k, v in y.items()}
 
 
@@ -199,7 +209,8 @@ def load(t, data_cfg) -> Loaded:
     shapes = {s: v.shape[1:] for s, v in x.items()}
     if len(set(shapes.values())) > 1:
         raise ConfigError(f"features differ in shape between splits: {shapes}")
-    kind, class_names, y = _labels({s: np.asarray(arrays[f"y_{s}"]) for s in x}, getattr(t.kind, "value", t.kind), names)
+    kind, class_names, y = _labels({s: np.asarray(arrays[f"y_{s}"]) for s in x},
+                                   getattr(t.kind, "value", t.kind), names)
     if "val" not in x:
         n = len(x["train"]) - data_cfg.val_size
         if n < 1:
@@ -231,7 +242,5 @@ def infer(t, data_cfg) -> TaskSpec:
 @task("file", options=FileOptions, check=check, infer=infer)
 def build(task_cfg, data_cfg) -> Splits:
     """The file's splits; ``data.subset`` keeps the first training rows."""
-    from xentlab.tasks.mnist import subset
-
     s = load(task_cfg, data_cfg).splits
-    return Splits(subset(s.train, data_cfg.subset), s.val, s.test)
+    return Splits(s.train.subset(data_cfg.subset), s.val, s.test)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from xentlab import mnist
-from xentlab.tasks import Split, Splits, task
+from xentlab.tasks import mnist_files
+from xentlab.tasks.base import Split, Splits, task
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -19,17 +19,12 @@ def normalise(images: Tensor, standardise: bool = True) -> Tensor:
 
 def raw_splits(data_cfg) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Raw MNIST as (train x, y, val x, y, test x, y); val is the last ``val_size`` train images."""
-    x, y = mnist.load(data_cfg.root, train=True)
-    xt, yt = mnist.load(data_cfg.root, train=False)
+    x, y = mnist_files.load(data_cfg.root, train=True)
+    xt, yt = mnist_files.load(data_cfg.root, train=False)
     if data_cfg.val_size >= len(x):
         raise ValueError(f"data.val_size={data_cfg.val_size} leaves no MNIST training images (60000 in all)")
     n = len(x) - data_cfg.val_size
     return x[:n], y[:n], x[n:], y[n:], xt, yt
-
-
-def subset(split: Split, size: int | None) -> Split:
-    """The first ``data.subset`` training examples (all of them for None)."""
-    return split if size is None else Split(split.x[:size], split.y[:size])
 
 
 @task("mnist", kind="multiclass", input_shape=(1, 28, 28), num_classes=10)
@@ -37,5 +32,5 @@ def build(task_cfg, data_cfg) -> Splits:
     """The real MNIST digits; validation is the last ``data.val_size`` training images."""
     x, y, xv, yv, xt, yt = raw_splits(data_cfg)
     n = data_cfg.normalize
-    return Splits(subset(Split(normalise(x, n), y), data_cfg.subset), Split(normalise(xv, n), yv),
+    return Splits(Split(normalise(x, n), y).subset(data_cfg.subset), Split(normalise(xv, n), yv),
                   Split(normalise(xt, n), yt))

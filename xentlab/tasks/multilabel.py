@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from xentlab.config import ConfigError, TaskConfig
-from xentlab.tasks import Split, Splits, mnist, task
+from xentlab.config import TaskConfig
+from xentlab.errors import ConfigError
+from xentlab.tasks import mnist
+from xentlab.tasks.base import Split, Splits, task
 
 
 @dataclass
@@ -74,4 +76,5 @@ def build(task_cfg, data_cfg) -> Splits:
     train = Split(*mosaics(x, y, task_cfg.train_size, seed=seed, **opts))
     val = Split(*mosaics(xv, yv, data_cfg.val_size, seed=seed + 1, **opts))
     test = Split(*mosaics(xt, yt, task_cfg.test_size, seed=seed + 2, **opts))
-    return Splits(*(Split(mnist.normalise(s.x, data_cfg.normalize), s.y) for s in (mnist.subset(train, data_cfg.subset), val, test)))
+    return Splits(*(Split(mnist.normalise(s.x, data_cfg.normalize), s.y)
+                    for s in (train.subset(data_cfg.subset), val, test)))

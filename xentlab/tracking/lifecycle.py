@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from xentlab import interrupts
+from xentlab.errors import ConfigError
 from xentlab.tracking import store
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,11 @@ class NoTracking:
     def previous(self, identity: Mapping[str, Any]) -> Optional[store.Previous]:
         return None
 
+    def checkpoint_of(self, run_id: str) -> Optional[str]:
+        raise ConfigError(f"resume={run_id} names an MLflow run, but logger=none; give the checkpoint's path")
+
     @contextmanager
-    def open(self, descriptions: Mapping[int, RunDescription], *, routed: bool,
+    def open(self, descriptions: Mapping[int, RunDescription], *,
              resume_run_id: Optional[str] = None) -> Iterator[Session]:
         yield Session(False, {m: None for m in descriptions})
 
@@ -69,17 +73,20 @@ class MlflowTracking:
         """``resume=auto``: the earlier run of this configuration (``store.previous_run``)."""
         return store.previous_run(self.uri, self.experiment, identity, self.stale_after)
 
+    def checkpoint_of(self, run_id: str) -> Optional[str]:
+        """``resume=<run id>``: the checkpoint that run recorded."""
+        return store.checkpoint_of(run_id, self.uri)
+
     @contextmanager
-    def open(self, descriptions: Mapping[int, RunDescription], *, routed: bool,
+    def open(self, descriptions: Mapping[int, RunDescription], *,
              resume_run_id: Optional[str] = None) -> Iterator[Session]:
-        """A run per member; ``routed``: the model logs every member's keys (``xentlab.members``)."""
+        """A run per member; the model logs each member's values under its key (``xentlab.metric_keys``)."""
         from xentlab.tracking.lightning import MemberRoutingLogger
 
         with ExitStack() as stack:
             runs = {m: stack.enter_context(tracked_run(self.uri, self.experiment, d, resume_run_id))
                     for m, d in descriptions.items()}
-            logger = MemberRoutingLogger({m: r.logger for m, r in runs.items()}) if routed else next(
-                iter(runs.values())).logger
+            logger = MemberRoutingLogger({m: r.logger for m, r in runs.items()})
 
             def set_tags(tags: Mapping[str, Any]) -> None:
                 for r in runs.values():
@@ -137,13 +144,18 @@ def tracked_run(uri: str, experiment: str, description: RunDescription,
 
 
 def _end(client, uri: str, run_id: str, status: str, exc: Optional[BaseException]) -> None:
-    """Flush the run's queued metrics, then give it its final status (and its error as a tag)."""
+    """Flush the run's queued metrics, then give it its final status (and its error as a tag). After
+    Ctrl-C or SIGTERM the flush waits at most ``store.FLUSH_TIMEOUT`` seconds: the process is
+    stopping, and a queue left stuck must not hold it forever."""
+    timeout = store.FLUSH_TIMEOUT if exc is not None and interrupts.interrupted(exc) else None
     try:
-        store.flush(uri)
+        if not store.flush(uri, timeout):
+            log.warning("MLflow run %s: its queued metrics were not written within %g s; ending it %s without "
+                        "them", run_id, store.FLUSH_TIMEOUT, status)
         if exc is not None:
             store.set_tags(client, run_id, {"error": (f"{type(exc).__name__}: {exc}" if str(exc)
                                                       else type(exc).__name__)[:5000]})
-        client.set_terminated(run_id, status)
+        store.terminate(client, uri, run_id, status)
         if exc is not None:
             log.error("MLflow run %s ended %s: %s: %s", run_id, status, type(exc).__name__, exc)
     except Exception as inner:

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 
-from xentlab import members
+from xentlab import interrupts, metric_keys
 
 
 class EpochStepMLFlowLogger(MLFlowLogger):
@@ -20,10 +20,12 @@ class EpochStepMLFlowLogger(MLFlowLogger):
     runs with different batch sizes line up in the MLflow UI. Step points go through
     MLflow's background queue; epoch values are written before the call returns, so a
     process killed outright (``kill -9``) never leaves a checkpoint of an epoch whose
-    validation metrics the store lacks. The run's final status is set by
-    ``lifecycle.tracked_run``, not by Lightning.
+    validation metrics the store lacks. Ctrl-C and SIGTERM wait until a write is
+    done (``interrupts.deferred``): one cut short can leave MLflow's locks held. The run's
+    final status is set by ``lifecycle.tracked_run``, not by Lightning.
     """
 
+    @interrupts.deferred()
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         metrics = dict(metrics)
         epoch = metrics.pop("epoch", None)
@@ -44,7 +46,7 @@ class EpochStepMLFlowLogger(MLFlowLogger):
 
 class MemberRoutingLogger(Logger):
     """One Lightning logger for K members trained as one model: member k's keys
-    (``xentlab.members``) go to member k's run."""
+    (``xentlab.metric_keys``) go to member k's run."""
 
     def __init__(self, loggers: Mapping[int, EpochStepMLFlowLogger]):
         super().__init__()
@@ -64,7 +66,7 @@ class MemberRoutingLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         per_member: dict[int, dict[str, float]] = {}
         for key, value in metrics.items():
-            parsed = members.parse(key)
+            parsed = metric_keys.parse(key)
             if parsed is not None:
                 per_member.setdefault(parsed[0], {})[parsed[1]] = value
         for member, values in per_member.items():
@@ -82,6 +84,7 @@ class Heartbeat(Callback):
         self.client, self.run_ids, self.every = client, run_ids, every
         self._next = time.monotonic() + every
 
+    @interrupts.deferred()
     def beat(self) -> None:
         from mlflow.entities import RunTag
 

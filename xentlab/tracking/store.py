@@ -12,13 +12,14 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from xentlab.config import ConfigError
+from xentlab.errors import ConfigError, TrackingUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,6 @@ def resolve_uri(tracking_uri: Optional[str]) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str(Path(uri[len(prefix):]).resolve())
     return uri
-
-
-class TrackingUnavailable(ConfigError):
-    """The tracking store cannot be reached or written: say so before any training time is spent."""
 
 
 def check_store(tracking_uri: Optional[str], timeout: float = 5.0) -> str:
@@ -360,16 +357,17 @@ def end_sweep(parent: str, *, status: str, summary: Mapping[str, Any], report_md
 
 
 def end_sweep_if_running(parent: str, status: str) -> None:
-    """For an interrupted sweep (atexit): never leave the parent RUNNING."""
+    """For an interrupted sweep (atexit): never leave the parent RUNNING, nor wait on an async
+    queue that its jobs (run in this process) left stuck (:func:`terminate`)."""
     from mlflow import MlflowClient
 
     try:
-        client = MlflowClient(os.environ[ENV_URI])
+        uri = os.environ[ENV_URI]
+        client = MlflowClient(uri)
         if client.get_run(parent).info.status == "RUNNING":
-            client.set_terminated(parent, status)
+            terminate(client, uri, parent, status)
     except Exception as exc:  # at exit, report and move on
         log.error("could not end sweep parent run %s: %s", parent, exc)
-
 
 
 def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
@@ -399,12 +397,45 @@ def newest_sweep(client, under: str) -> Optional[str]:
     return found[0].info.run_id if found else None
 
 
-def flush(uri: str) -> None:
-    """Wait until MLflow's async queue for this store has written everything."""
+FLUSH_TIMEOUT = 5.0  # seconds a stopping process waits for MLflow's async queue
+_stuck: set[str] = set()  # stores whose async queue did not drain in time: never waited on again
+
+
+def flush(uri: str, timeout: Optional[float] = None) -> bool:
+    """Wait until MLflow's async queue for this store has written everything. With ``timeout``,
+    for at most that long, and False if it did not drain: it may never (a lock left held, a store
+    that does not answer), so the wait goes on in a daemon thread and the store is not waited on
+    again (:func:`terminate`). Every MlflowClient of a store shares its queue."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    mlflow.flush_async_logging()
+    if timeout is None:
+        mlflow.flush_async_logging()
+        return True
+    if uri not in _stuck:
+        waiter = threading.Thread(target=mlflow.flush_async_logging, name="xentlab-flush", daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        if waiter.is_alive():
+            _stuck.add(uri)
+    return uri not in _stuck
+
+
+def stuck() -> bool:
+    """Whether a store's async queue was found stuck: the process must not wait on it at exit."""
+    return bool(_stuck)
+
+
+def terminate(client, uri: str, run_id: str, status: str) -> None:
+    """Give the run its final status. ``set_terminated`` first waits on the store's async queue;
+    when :func:`flush` found that queue stuck, the status goes to the store directly."""
+    if uri not in _stuck:
+        client.set_terminated(run_id, status)
+        return
+    from mlflow.entities import RunStatus
+
+    client._tracking_client.store.update_run_info(  # MLflow has no public call that skips the queue
+        run_id, run_status=RunStatus.from_string(status), end_time=int(time.time() * 1000), run_name=None)
 
 
 class WriteTimer:

