@@ -13,9 +13,9 @@ DATA_ROOT = ROOT / "data"
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """Real MNIST under the repo's data/ (fetched once, from whichever source works)."""
-    from xentlab.tasks import mnist_files
+    from xentlab.tasks.idx_files import MNIST
 
-    mnist_files.ensure(DATA_ROOT)
+    MNIST.ensure(DATA_ROOT)
     return DATA_ROOT
 
 

@@ -80,9 +80,9 @@ def test_imbalance_on_a_multilabel_task_is_refused_before_any_data():
 
 def test_normalize_false_gives_raw_pixels(mnist_root):
     cfg = make("data.normalize=false", "data.subset=500", f"data.root={mnist_root}")
-    from xentlab.tasks import mnist_files
+    from xentlab.tasks.idx_files import MNIST
 
-    raw, _ = mnist_files.load(mnist_root, train=False)
+    raw, _ = MNIST.load(mnist_root, train=False)
     s = tasks.build(train.plan(cfg).task, cfg.task, cfg.data)
     assert torch.equal(s.test.x, raw.float().unsqueeze(1) / 255.0)
 

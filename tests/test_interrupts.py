@@ -44,6 +44,19 @@ def test_ctrl_c_inside_deferred_is_raised_on_leaving_and_the_handlers_come_back(
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+def test_a_second_ctrl_c_is_not_held():
+    """A write that never returns can still be interrupted: the second Ctrl-C raises at once."""
+    before = signal.getsignal(signal.SIGINT)
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            send_to_self(signal.SIGINT)
+            reached.append("after the first")
+            send_to_self(signal.SIGINT)
+            reached.append("after the second")
+    assert reached == ["after the first"] and signal.getsignal(signal.SIGINT) == before
+
+
 def test_sigterm_inside_deferred_raises_terminated_on_leaving():
     with pytest.raises(interrupts.Terminated), interrupts.sigterm_raises():
         with interrupts.deferred():
@@ -68,7 +81,8 @@ def test_heartbeats_and_metrics_finish_their_mlflow_writes_before_ctrl_c(store, 
 
     class Client:
         def log_batch(self, run_id, **kwargs):
-            send_to_self(signal.SIGINT)
+            if not written:  # one Ctrl-C (a second one is not held: test_a_second_ctrl_c_is_not_held)
+                send_to_self(signal.SIGINT)
             written.append(run_id)
 
     with pytest.raises(KeyboardInterrupt):
@@ -80,7 +94,8 @@ def test_heartbeats_and_metrics_finish_their_mlflow_writes_before_ctrl_c(store, 
             log_batch = run.logger.experiment.log_batch
 
             def interrupted_write(*args, **kwargs):
-                send_to_self(signal.SIGINT)
+                if len(written) == 2:  # one Ctrl-C, in the first of the two writes
+                    send_to_self(signal.SIGINT)
                 log_batch(*args, **kwargs)
                 written.append(kwargs["metrics"][0].key)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from xentlab import yardsticks
+from xentlab.config import IDENTITY
 
 ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
 
@@ -34,6 +35,27 @@ class RunInfo:
     metrics: dict[str, float]
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    started: int = 0  # start time (ms): the newest of a configuration's runs is the one that counts
+    members: int = 1  # runs its model trained at once (batched); its train_seconds is its share
+
+    @property
+    def identity(self) -> tuple[tuple[str, str], ...]:
+        """The run's configuration as ``resume=auto`` matches it (``config.IDENTITY``), from its params."""
+        return tuple(sorted((k, v) for k, v in self.params.items()
+                            if any(k == f or k.startswith(f + ".") for f in IDENTITY)))
+
+    @property
+    def selection(self) -> str:
+        """Which epoch's weights its test scores are from (runs from before the choice existed: the last)."""
+        return self.params.get("selection", "last")
+
+    def validation(self, key: str) -> Optional[float]:
+        """The validation value of ``key`` at the selected epoch (its curve at ``best_epoch``),
+        else the last logged one."""
+        best, curve = self.metrics.get("best_epoch"), dict(self.curves.get(key, []))
+        if best and int(best) - 1 in curve:
+            return curve[int(best) - 1]
+        return self.metrics.get(key)
 
     @property
     def lr(self) -> str:
@@ -55,6 +77,19 @@ class RunInfo:
         name = self.task + (f" {Path(self.params['task.path']).stem}" if self.params.get("task.path") else "")
         cond = ", ".join(f"{k}={v}" for k, v in self.conditions.items())
         return f"{name} [{cond}]" if cond else name
+
+
+def one_per_seed(runs: list[RunInfo]) -> tuple[list[RunInfo], list[str]]:
+    """Each configuration and seed counted once: of the FINISHED runs with one identity (a sweep
+    run twice, a batched sweep resumed by hand) the newest is kept. Returns the runs kept and
+    a line for each run set aside, saying why."""
+    newest: dict[tuple, RunInfo] = {}
+    for r in sorted(runs, key=lambda r: r.started):
+        newest[r.identity] = r
+    kept = {id(r) for r in newest.values()}
+    aside = [f"{r.run_id} ({r.activation} + {r.loss}, lr {r.lr}, seed {r.seed}): an older run of the configuration "
+             f"of {newest[r.identity].run_id}" for r in runs if id(r) not in kept]
+    return [r for r in runs if id(r) in kept], aside
 
 
 def conditions_note(conditions: dict[str, str], kind: str) -> str:
@@ -128,8 +163,12 @@ def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) 
         vals = [r.metrics[f"test/{col}"] for r in group if f"test/{col}" in r.metrics]
         row["values"][col] = vals
         row[col] = dict(zip(("mean", "ci95"), mean_ci(vals))) if vals else None
-    val = [r.metrics[f"val/{rank}"] for r in group if f"val/{rank}" in r.metrics]
+    val = [v for r in group if (v := r.validation(f"val/{rank}")) is not None]
     row["val_" + rank] = statistics.fmean(val) if val else None
+    row["values"]["selected_epoch"] = [r.metrics["best_epoch"] for r in group if "best_epoch" in r.metrics]
+    row["selected_epoch"] = (dict(zip(("mean", "ci95"), mean_ci(row["values"]["selected_epoch"])))
+                             if row["values"]["selected_epoch"] else None)
+    row["members"] = max(r.members for r in group)
     row["epochs_to_target"] = epochs_to_target_over_seeds(group, target)
     row["values"]["train_seconds"] = [r.metrics["train_seconds"] for r in group if "train_seconds" in r.metrics]
     row["train_seconds"] = dict(zip(("mean", "ci95"), mean_ci(row["values"]["train_seconds"])))
@@ -189,12 +228,16 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
         for (act, loss), chosen in sorted(chosen_lr(rows, rank).items()):
             grid[f"{act}/{loss}"] = {"lr": chosen["lr"], "mean": chosen[rank]["mean"] if chosen[rank] else None,
                                      "ci95": chosen[rank]["ci95"] if chosen[rank] else None, "n": chosen["n"],
-                                     "values": chosen["values"][rank]}
+                                     "values": chosen["values"][rank],
+                                     "selected_epoch": chosen["selected_epoch"]["mean"] if chosen["selected_epoch"]
+                                     else None}
         top = max((g for g in grid.values() if g["values"]), key=lambda g: g["mean"], default=None)
         for g in grid.values():
             g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))
         tables[name] = {"task": mine[0].task, "kind": kind, "conditions": conditions,
                         "conditions_note": conditions_note(conditions, kind), "rank_by": rank,
                         "target": target, "columns": list(cols),
-                        "learning_rates": lrs, "best_lr": best_lr, "rows": rows, "best": best, "grid": grid}
+                        "learning_rates": lrs, "best_lr": best_lr, "rows": rows, "best": best, "grid": grid,
+                        "selection": sorted({r.selection for r in mine}),
+                        "batched": any(r.members > 1 for r in mine)}
     return tables

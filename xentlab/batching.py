@@ -92,17 +92,18 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
     log.info("batched launcher: %d jobs (%d skipped), %d runs as %d model(s) of at most %d members",
              len(jobs), len(records), len(runs), len(models), max_members)
     results: dict[int, list[dict[str, Any]]] = {}
-    for n, model in enumerate(models, 1):
-        _describe(n, len(models), model)
-        with outcome.job({}, sweeping=True) as failed:
-            done = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg))
-            by_run = {id(run): result for run, result in done}
-            for job, run in model:
-                results.setdefault(job.num, []).append(by_run[id(run)])
-        for job, _ in model:
-            if failed:  # this model's members failed; the next model goes on
-                records[job.num] = {**_record(job), **failed}
-        _finish(model, results, records)
+    with outcome.stops_on_interrupt():  # also between models
+        for n, model in enumerate(models, 1):
+            _describe(n, len(models), model)
+            with outcome.job({}, sweeping=True) as failed:
+                done = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg))
+                by_run = {id(run): result for run, result in done}
+                for job, run in model:
+                    results.setdefault(job.num, []).append(by_run[id(run)])
+            for job, _ in model:
+                if failed:  # this model's members failed; the next model goes on
+                    records[job.num] = {**_record(job), **failed}
+            _finish(model, results, records)
     return records
 
 

@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
+from xentlab.config import IDENTITY
 from xentlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,7 @@ log = logging.getLogger(__name__)
 KEY = "xentlab"
 LAST = "last.ckpt"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-# What defines the experiment; anything else (epochs, logging, progress bar) may change on resume.
-SAME = ("task", "activation", "loss", "model", "optimizer", "seed", "seeds", "data.batch_size", "data.subset",
-        "data.val_size", "trainer.compile", "trainer.precision")
+SAME = IDENTITY  # anything else (epochs, logging, progress bar) may change on resume
 
 
 class RunRecord(Callback):

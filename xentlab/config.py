@@ -18,6 +18,11 @@ from omegaconf import MISSING
 
 from xentlab.errors import ConfigError
 
+# What makes two runs the same experiment (dotted config keys): a resumed run must match them,
+# ``resume=auto`` finds an earlier run by them, and the reports count one run per identity.
+IDENTITY = ("task", "activation", "loss", "model", "optimizer", "seed", "seeds", "data.batch_size", "data.subset",
+            "data.val_size", "trainer.compile", "trainer.precision", "trainer.select", "trainer.select_on")
+
 
 class OptimizerName(str, Enum):
     adam = "adam"
@@ -33,6 +38,11 @@ class HiddenActivation(str, Enum):
     relu = "relu"
     sigmoid = "sigmoid"
     tanh = "tanh"
+
+
+class Select(str, Enum):
+    best = "best"  # the weights of the best validation epoch (Keras' restore_best_weights)
+    last = "last"  # the weights after the last epoch
 
 
 class LoggerName(str, Enum):
@@ -105,6 +115,9 @@ class TrainerConfig:
     deterministic: bool = False
     compile: bool = False  # torch.compile the network (pays a compile at start-up)
     strategy: str = "auto"  # Lightning's: auto, ddp (conf/trainer/ddp.yaml), ...
+    select: Select = Select.best  # which epoch's weights are tested (and reported)
+    select_on: Optional[str] = None  # the val/ yardstick that picks the best epoch (None: the task's primary)
+    patience: Optional[int] = None  # early stopping: epochs without improvement before a member stops
 
 
 @dataclass
@@ -173,6 +186,10 @@ def validate(cfg: Any) -> None:
         (not (cfg.resume == "auto" and "ddp" in str(cfg.trainer.strategy)),
          "resume=auto works with one process per run; with trainer=ddp give resume=<MLflow run id or checkpoint>"),
         (cfg.logger.stale_after > 0, f"logger.stale_after must be > 0 seconds, got {cfg.logger.stale_after}"),
+        (cfg.trainer.patience is None or cfg.trainer.patience >= 1,
+         f"trainer.patience must be >= 1 (or null for none), got {cfg.trainer.patience}"),
+        (cfg.trainer.patience is None or cfg.trainer.select == Select.best,
+         "trainer.patience stops at the best validation epoch, so it needs trainer.select=best"),
         (0 <= cfg.task.label_noise < 1, f"task.label_noise must be in [0, 1), got {cfg.task.label_noise}"),
         (cfg.task.imbalance is None or 0 < cfg.task.imbalance <= 1,
          f"task.imbalance must be in (0, 1] (or null for none), got {cfg.task.imbalance}"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import ExitStack, contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 EXIT_CODE = 130  # the shell's code for "stopped by a signal"
 
@@ -52,19 +52,31 @@ def deferred() -> Iterator[None]:
     and get each noted signal (Ctrl-C raises KeyboardInterrupt there, SIGTERM :class:`Terminated`
     under :func:`sigterm_raises`). For calls into MLflow that take a lock: an exception raised
     between a lock's acquire and its ``with`` block leaves the lock held, and MLflow's async queue
-    then hangs the process when it is flushed. Re-entrant; elsewhere than in the main thread,
-    where no handler can be set, nothing changes."""
+    then hangs the process when it is flushed. A second Ctrl-C is not held: a write that does not
+    return (a store that stopped answering) can always be interrupted. Re-entrant; elsewhere
+    than in the main thread, where no handler can be set, nothing changes."""
     global _deferring
     if _deferring or threading.current_thread() is not threading.main_thread():
         yield
         return
     noted: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def note(signum: int, frame) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in noted:  # asked twice: stop waiting on the write
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+            noted.remove(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            return
+        noted.append(signum)
+
     _deferring = True
     try:
         with ExitStack() as restore:  # every handler comes back, even if a signal lands in between
             for signum in (signal.SIGINT, signal.SIGTERM):
                 if signal.getsignal(signum) is not None:  # None: set outside Python, it could not be restored
-                    restore.callback(signal.signal, signum, signal.signal(signum, lambda s, _: noted.append(s)))
+                    previous[signum] = signal.signal(signum, note)
+                    restore.callback(signal.signal, signum, previous[signum])
             yield
     finally:
         _deferring = False

@@ -1,4 +1,4 @@
-"""Metric keys of the members of a batched model: ``member<k>/<key>`` is member k's ``<key>``.
+"""Metric keys of a model's members: ``member<k>/<key>`` is member k's ``<key>`` (a single run is member 0).
 
 Made by the batched module, parsed by the logger that routes each member's values to its
 own MLflow run, and stripped again for a member's result: here only.

@@ -125,6 +125,56 @@ class Stacked(nn.Module):
         return [list(b.parameters()) for b in self.stored]
 
 
+class Selection(nn.Module):
+    """Each member's best validation epoch and its weights, kept on the training device.
+
+    After every validation epoch, a member whose monitored yardstick improved (in its declared
+    direction) copies its current weights here, masked per member so a stacked model needs no
+    host sync; the buffers travel in checkpoints, so a resumed run keeps them. With
+    ``patience`` a member that has not improved for that many epochs is *stale*.
+    """
+
+    def __init__(self, nets: Plain | Stacked, k: int, monitor: str, higher: bool, patience: int | None):
+        super().__init__()
+        self.monitor, self.higher, self.patience = monitor, higher, patience
+        self.blocks, self.stacked = nets.blocks, nets.per_member_batches
+        self.register_buffer("best_value", torch.full((k,), float("nan")))
+        self.register_buffer("best_epoch", torch.zeros(k, dtype=torch.long))  # 1-based; 0: none yet
+        self.sizes = [len(block) for block in nets.parameter_blocks()]
+        for j, p in enumerate(q for block in nets.parameter_blocks() for q in block):
+            self.register_buffer(f"weights{j}", p.detach().clone())
+
+    def _kept(self) -> list[list[Tensor]]:
+        flat = [getattr(self, f"weights{j}") for j in range(sum(self.sizes))]
+        starts = [sum(self.sizes[:b]) for b in range(len(self.sizes))]
+        return [flat[s:s + n] for s, n in zip(starts, self.sizes)]
+
+    @torch.no_grad()
+    def update(self, values: Tensor, epoch: int, blocks: list[list[nn.Parameter]]) -> None:
+        """``values``: this epoch's monitored value per member, ``(K,)``; NaN never improves."""
+        better = values > self.best_value if self.higher else values < self.best_value
+        better |= torch.isnan(self.best_value) & ~torch.isnan(values)
+        self.best_epoch.copy_(torch.where(better, epoch, self.best_epoch))
+        self.best_value.copy_(torch.where(better, values, self.best_value))
+        for (start, stop), params, kept in zip(self.blocks, blocks, self._kept()):
+            mask = better[start:stop]
+            for p, w in zip(params, kept):
+                w.copy_(torch.where(mask.view(-1, *[1] * (p.dim() - 1)) if self.stacked else mask.view(()), p, w))
+
+    def stale(self, epoch: int) -> list[int]:
+        """The members whose last improvement is ``patience`` or more epochs ago."""
+        if self.patience is None:
+            return []
+        return [i for i, e in enumerate(self.best_epoch.tolist()) if e and epoch - e >= self.patience]
+
+    @torch.no_grad()
+    def restore(self, blocks: list[list[nn.Parameter]]) -> None:
+        """Every member's weights back to those of its best epoch."""
+        for params, kept in zip(blocks, self._kept()):
+            for p, w in zip(params, kept):
+                p.copy_(w)
+
+
 class Classifier(pl.LightningModule):
     """Trains ``nets`` (one per member, same architecture) with ``losses.compute``.
 
@@ -134,11 +184,15 @@ class Classifier(pl.LightningModule):
     syncs are at logging points (every step on CPU, where they cost nothing). A member whose
     loss turns NaN or infinite stops: its loss leaves the sum, its values are no longer
     logged and ``failed`` records its error, while the other members go on; when none is
-    left (K = 1: at once) :class:`NonFiniteLoss` is raised.
+    left (K = 1: at once) :class:`NonFiniteLoss` is raised. With ``select_on`` (a validation
+    yardstick) every member keeps the weights of its best validation epoch (:class:`Selection`)
+    for the test; with ``patience`` a member stops updating (``stopped``) once it has not
+    improved for that many epochs, and the fit ends when no member is left training.
     """
 
     def __init__(self, nets: Sequence[nn.Module], settings: Sequence[MemberSettings], *, kind: str,
-                 num_classes: int, optimizer: str, check_every: int, per_class: bool = False):
+                 num_classes: int, optimizer: str, check_every: int, per_class: bool = False,
+                 select_on: str | None = None, higher: bool = True, patience: int | None = None):
         super().__init__()
         if len(nets) != len(settings) or not nets:
             raise ValueError(f"one network per member: got {len(nets)} networks for {len(settings)} members")
@@ -170,7 +224,10 @@ class Classifier(pl.LightningModule):
             [Yardsticks(kind, m.activation, num_classes, per_class) for m in self.members]) for s in ("val", "test")})
         self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in self.members])
                                          for s in ("val", "test")})
+        self.selection = Selection(self.nets, self.k, select_on, higher, patience) if select_on else None
         self.failed: dict[int, NonFiniteLoss] = {}
+        self.stopped: set[int] = set()  # early-stopped members: they train no more, their runs finish
+        self._training: Tensor | None = None  # (K,) on the device once a member stopped: who still trains
         self._bad_step: Tensor | None = None  # per member: the first step whose loss was not finite (0: none)
         self._epoch_sum: Tensor | None = None
         self._epoch_count = 0
@@ -212,6 +269,8 @@ class Classifier(pl.LightningModule):
         per_member = self.member_losses(self(x, shared=shared), targets, shared=shared)  # (K,)
         # members share no parameters: the sum gives each its own gradient; a diverged one leaves it
         alive = self._bad_step == 0 if self._bad_step is not None else None
+        if self._training is not None:
+            alive = self._training if alive is None else alive & self._training
         total = (per_member if alive is None else torch.where(alive, per_member, 0.0)).sum()
         self.manual_backward(total)
         opt.step()
@@ -244,8 +303,9 @@ class Classifier(pl.LightningModule):
         if len(self.failed) == self.k:
             raise self.failed[max(self.failed, key=lambda i: self.failed[i].step)]
 
-    def _alive(self) -> list[int]:
-        return [i for i in range(self.k) if i not in self.failed]
+    def _alive(self, stage: str = "train") -> list[int]:
+        """The members a stage reports: not diverged, and (but for the test) not stopped."""
+        return [i for i in range(self.k) if i not in self.failed and (stage == "test" or i not in self.stopped)]
 
     def _named(self, values: Tensor, key: str) -> dict[str, Tensor]:
         return {metric_keys.key(i, key): values[i] for i in self._alive()}
@@ -271,20 +331,40 @@ class Classifier(pl.LightningModule):
         x, labels, *targets = batch
         z = self(x)
         per = self.member_losses(z, targets, shared=True, reduction="none")
-        for i in self._alive():
+        for i in self._alive(stage):
             self.stage_loss[stage][i].update(per[i])
             self.stage_metrics[stage][i].update(z[i], labels)
 
     def _eval_epoch_end(self, stage: str) -> None:
-        values = {}
-        for i in self._alive():
+        values, monitored = {}, [torch.tensor(float("nan"), device=self.device)] * self.k
+        for i in self._alive(stage):
             one = {f"{stage}/loss": self.stage_loss[stage][i].compute()}
             one.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage][i].compute().items()})
             values.update({metric_keys.key(i, k): v for k, v in one.items()})
+            if self.selection is not None:
+                monitored[i] = one[f"{stage}/{self.selection.monitor}"].float()
         for i in range(self.k):
             self.stage_loss[stage][i].reset()
             self.stage_metrics[stage][i].reset()
         self.log_dict(values, sync_dist=self._distributed())  # torchmetrics already synced; a no-op mean
+        if stage == "val" and self.selection is not None and not self.trainer.sanity_checking:
+            self._select(torch.stack(monitored))
+
+    def _select(self, monitored: Tensor) -> None:
+        """Keep each improved member's weights; stop the members that ran out of patience."""
+        epoch = self.current_epoch + 1
+        self.selection.update(monitored, epoch, self.nets.parameter_blocks())
+        stale = [i for i in self.selection.stale(epoch) if i not in self.failed and i not in self.stopped]
+        if stale:
+            self.stopped.update(stale)
+            self._training = torch.tensor([i not in self.stopped for i in range(self.k)], device=self.device)
+        if len(self.stopped | set(self.failed)) == self.k:
+            self.trainer.should_stop = True
+
+    def use_selected(self) -> None:
+        """Test what was selected: every member's weights of its best validation epoch."""
+        if self.selection is not None:
+            self.selection.restore(self.nets.parameter_blocks())
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)

@@ -31,29 +31,37 @@ log = logging.getLogger(__name__)
 @contextmanager
 def job(record: dict[str, Any], *, sweeping: bool) -> Iterator[dict[str, Any]]:
     """Run the body as one job; an exception it raises becomes ``record``'s status (in a
-    sweep) or the process's exit code (alone), as the table above says. SIGTERM unwinds
-    like Ctrl-C inside, so every run on the way ends KILLED."""
+    sweep) or the process's exit code (alone), as the table above says."""
+    with stops_on_interrupt():
+        try:
+            yield record
+        except ConfigError as exc:
+            if not sweeping:
+                _exit(exc)
+            log.error("skipped: %s", exc)
+            record.update(failure(exc))
+        except Exception as exc:
+            if not sweeping:
+                if isinstance(exc, XentlabError):
+                    _exit(exc)
+                raise
+            log.exception("failed: %s", exc)
+            record.update(failure(exc))
+
+
+@contextmanager
+def stops_on_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C inside, so every run on the way ends KILLED; either then ends
+    the process with exit code 130 (a sweep stops too: the user asked it to)."""
     try:
         with interrupts.sigterm_raises():
-            yield record
-    except ConfigError as exc:
-        if not sweeping:
-            _exit(exc)
-        log.error("skipped: %s", exc)
-        record.update(failure(exc))
-    except Exception as exc:
-        if not sweeping:
-            if isinstance(exc, XentlabError):
-                _exit(exc)
-            raise
-        log.exception("failed: %s", exc)
-        record.update(failure(exc))
+            yield
     except BaseException as exc:
         if not interrupts.interrupted(exc):
             raise
         log.error("stopped: %s", type(exc).__name__)
         _leave_past_a_stuck_store()
-        raise SystemExit(interrupts.EXIT_CODE) from None  # a sweep stops here too: the user asked it to
+        raise SystemExit(interrupts.EXIT_CODE) from None
 
 
 def _leave_past_a_stuck_store() -> None:

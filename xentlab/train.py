@@ -22,16 +22,16 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from xentlab import checkpoints, compat, losses, metric_keys, models, tasks
+from xentlab import checkpoints, compat, losses, metric_keys, models, tasks, yardsticks
 from xentlab.callbacks import EpochSummary, InterruptRecorder
-from xentlab.config import LoggerName, validate
+from xentlab.config import LoggerName, Select, validate
 from xentlab.data import DeviceData, MemberData
 from xentlab.errors import ConfigError
 from xentlab.module import Classifier, MemberSettings
-from xentlab.tracking import lifecycle
-from xentlab.yardsticks import available
+from xentlab.tracking import lifecycle, store
 
 log = logging.getLogger(__name__)
+RUN_VALUES = ("train_seconds", "best_epoch")  # one value per run, logged at step 0
 
 
 def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -64,6 +64,12 @@ class Plan:
     seeds: tuple[int, ...]  # the members: one run each
     batched: bool  # seeds=[...]: the members train as one model
     run_names: dict[int, str]
+    select_on: Optional[str]  # the validation yardstick whose best epoch is tested; None: the last epoch
+
+    @property
+    def selection(self) -> str:
+        """The selection rule, as the ``selection`` param and the report state it."""
+        return f"best val/{self.select_on}" if self.select_on else "last"
 
     @property
     def run_name(self) -> str:
@@ -88,13 +94,28 @@ def plan(cfg: Any) -> Plan:
     seeds = tuple(cfg.seeds) if cfg.seeds else (cfg.seed,)
     names = {s: cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{s}" for s in seeds}
     return Plan(spec, activation, cfg.loss.name, _value(cfg.loss.numerics), cell, spec.num_outputs(activation),
-                seeds, bool(cfg.seeds), names)
+                seeds, bool(cfg.seeds), names, _select_on(cfg, spec.kind, activation))
+
+
+def _select_on(cfg: Any, kind: str, activation: str) -> Optional[str]:
+    """The yardstick ``trainer.select_on`` names (``acc`` or ``val/acc``; None: the task's primary)."""
+    if cfg.trainer.select == Select.last:
+        return None
+    name = (cfg.trainer.select_on or yardsticks.primary(kind)).removeprefix("val/")
+    valid = [n for n in yardsticks.available(kind, activation, per_class=cfg.task.imbalance is not None)
+             if not yardsticks.TABLE[n].per_class or yardsticks.TABLE[n].in_report]
+    if name not in valid:
+        raise ConfigError(f"trainer.select_on={cfg.trainer.select_on!r} is not a validation yardstick of this "
+                          f"{kind} task with activation={activation}; valid choices are: {', '.join(valid)}")
+    return name
 
 
 def tracker_for(cfg: Any):
     """MLflow's tracker, or the no-op one for ``logger=none`` and the extra processes of a DDP run."""
-    if cfg.logger.name == LoggerName.none or _rank() != 0:
+    if cfg.logger.name == LoggerName.none:
         return lifecycle.NoTracking()
+    if _rank() != 0:  # tracks nothing, but finds a run's checkpoint as rank 0 does
+        return lifecycle.NoTracking(lambda run_id: store.checkpoint_of(run_id, cfg.logger.tracking_uri))
     return lifecycle.MlflowTracking(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.stale_after)
 
 
@@ -146,7 +167,9 @@ def train(runs: Sequence[MemberRun], tracker, *, resume: Optional[checkpoints.Re
         trainer, interrupt = make_trainer(first.cfg, first.plan, session.logger,
                                           [record, *session.callbacks, *callbacks], first.output_dir)
         session.set_tags(_device_tags(trainer))
-        metrics = fit_and_test(trainer, interrupt, module, data, resume, session.logger)
+        metrics = fit_and_test(trainer, interrupt, module, data, resume)
+        for i in range(len(runs)):
+            session.log_once(i, {k: v for k, v in metric_keys.of(metrics, i).items() if k in RUN_VALUES})
         for i, exc in module.failed.items():
             session.fail(i, exc)
     return [(r, results(r, i, session.run_ids[i], metrics, module.failed)) for i, r in enumerate(runs)]
@@ -169,7 +192,9 @@ def build(runs: Sequence[MemberRun]) -> tuple[Classifier, DeviceData]:
         nets = [torch.compile(nets[0])]
     module = Classifier(nets, [r.settings for r in runs], kind=p.task.kind, num_classes=p.task.num_classes,
                         optimizer=_value(cfg.optimizer.name), check_every=cfg.trainer.log_every_n_steps,
-                        per_class=cfg.task.imbalance is not None)
+                        per_class=cfg.task.imbalance is not None, select_on=p.select_on,
+                        higher=bool(p.select_on) and yardsticks.higher_is_better(p.select_on),
+                        patience=cfg.trainer.patience)
     targets = {}
     for name in ("train", "val", "test"):
         split = getattr(splits, name)
@@ -202,9 +227,8 @@ def describe(r: MemberRun, checkpoint_dir: Optional[Path], members: int) -> life
         tags["batch_members"] = members
     if checkpoint_dir is not None:
         tags["checkpoint"] = str(checkpoint_dir / checkpoints.LAST)
-    return lifecycle.RunDescription(p.run_names[r.seed], tags,
-                                    OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-                                    OmegaConf.to_yaml(cfg, resolve=True))
+    params = {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "selection": p.selection}
+    return lifecycle.RunDescription(p.run_names[r.seed], tags, params, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def make_trainer(cfg: Any, p: Plan, logger, extra: Sequence[Callback],
@@ -231,24 +255,28 @@ def make_trainer(cfg: Any, p: Plan, logger, extra: Sequence[Callback],
 
 
 def fit_and_test(trainer: pl.Trainer, interrupt: InterruptRecorder, module: Classifier, data: DeviceData,
-                 resume: Optional[checkpoints.Resume], logger) -> dict[str, float]:
-    """Fit, then test the final weights; every member's values under its key, with its training time."""
+                 resume: Optional[checkpoints.Resume]) -> dict[str, float]:
+    """Fit, then test the selected weights (each member's best validation epoch, or the last);
+    every member's values under its key, with its best epoch and its share of the training time."""
     try:
         start = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=str(resume.path) if resume else None)
         train_seconds = time.perf_counter() - start
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
+        module.use_selected()
         (tested,) = trainer.test(module, datamodule=data, verbose=False)
     except SystemExit:
         if isinstance(interrupt.exception, KeyboardInterrupt):
             raise interrupt.exception from None
         raise
-    if module.k == 1:  # K > 1: a line per member is noise; each run has its metrics
-        log.info("test: %s", " ".join(f"{k} {float(v):.4f}" for k, v in sorted(metric_keys.of(tested, 0).items())))
-    timing = {metric_keys.key(i, "train_seconds"): train_seconds for i in range(module.k)}
-    if logger:
-        logger.log_metrics(timing, step=0)
-    return {**final_val, **{k: float(v) for k, v in tested.items()}, **timing}
+    if module.k == 1 and trainer.is_global_zero:  # K > 1: a table per member is noise; each run has its metrics
+        print("\n".join(f"{k:<24}{float(v):.6f}" for k, v in sorted(metric_keys.of(tested, 0).items())), flush=True)
+    # a member of a batched model: its share of the model's time (the batch_members tag says so)
+    once = {metric_keys.key(i, "train_seconds"): train_seconds / module.k for i in range(module.k)}
+    if module.selection is not None:
+        once.update({metric_keys.key(i, "best_epoch"): float(e) for i, e in
+                     enumerate(module.selection.best_epoch.tolist())})
+    return {**final_val, **{k: float(v) for k, v in tested.items()}, **once}
 
 
 def results(r: MemberRun, i: int, run_id: Optional[str], metrics: dict[str, float],
@@ -270,7 +298,7 @@ def _device_tags(trainer: pl.Trainer) -> dict[str, str]:
 def _metrics_note(p: Plan) -> str:
     if p.activation != "none":
         return "all yardsticks are computed from the activated outputs"
-    missing = sorted(set(p.task.metrics) - set(available(p.task.kind, p.activation)))
+    missing = sorted(set(p.task.metrics) - set(yardsticks.available(p.task.kind, p.activation)))
     return f"activation=none: outputs are not probabilities, so {', '.join(missing)} are not logged"
 
 

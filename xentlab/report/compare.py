@@ -24,10 +24,10 @@ import math
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from xentlab import compat, tracking
-from xentlab.analysis import RunInfo, aggregate
+from xentlab.analysis import RunInfo, aggregate, one_per_seed
 from xentlab.errors import ConfigError
 
 NOTE = ("Runs are compared on the task's yardsticks (test split), never on their raw loss values: "
@@ -50,18 +50,37 @@ def _fmt(cell: Optional[dict], digits: int = 4) -> str:
     return f"{cell['mean']:.{digits}f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.{digits}f}")
 
 
+SELECTION_NOTE = {
+    "last": " Test scores are those of each run's weights after its last epoch (trainer.select=last).",
+    "best": " Test scores are those of each run's weights at its best validation epoch on {on} "
+            "(trainer.select=best); 'selected epoch' is the mean of those epochs over seeds.",
+}
+BATCHED_NOTE = (" Runs marked ×K trained as members of a batched model of K runs: their 'train s' is their "
+                "share of the model's time (the model's time ÷ K).")
+
+
+def selection_note(table: dict[str, Any]) -> str:
+    """The heading's sentence on which epoch's weights were tested (every rule the runs used)."""
+    return "".join(SELECTION_NOTE["last"] if rule == "last" else
+                   SELECTION_NOTE["best"].format(on=rule.removeprefix("best ")) for rule in table["selection"])
+
+
 def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     several_lrs = len(table["learning_rates"]) > 1
+    selected = any(r["selected_epoch"] for r in table["rows"])
     header = ["activation", "loss", *(["lr"] if several_lrs else []), "status", "seeds", *table["columns"],
-              "epochs to target", "train s"]
+              *(["selected epoch"] if selected else []), "epochs to target",
+              "train s (batched: share)" if table["batched"] else "train s"]
     out = []
     for i, r in enumerate(table["rows"]):
         star = lambda col: " ★" if i in table["best"].get(col, []) else ""  # noqa: E731
         e = r["epochs_to_target"]
         epochs = "—" if e["mean"] is None else f"{e['mean']:.1f} ({e['reached']}/{e['of']})"
+        seconds = _fmt(r["train_seconds"], 1) + (f" ×{r['members']}" if r["members"] > 1 else "")
         out.append([r["activation"], r["loss"], *([r["lr"]] if several_lrs else []), r["status"], str(r["n"]),
                     *[_fmt(r[c]) + star(c) for c in table["columns"]],
-                    epochs + star("epochs_to_target"), _fmt(r["train_seconds"], 1) + star("train_seconds")])
+                    *([_fmt(r["selected_epoch"], 1)] if selected else []),
+                    epochs + star("epochs_to_target"), seconds + star("train_seconds")])
     return header, out
 
 
@@ -158,8 +177,12 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
             epochs = [s + 1 for s in steps]
             last_epoch = max(last_epoch, *epochs)
             label = f"{row['activation']} + {row['loss']}" + (f" (lr {row['lr']})" if several_lrs else "")
-            ax.plot(epochs, [statistics.fmean(v) for v in values], color=colours(i % 20), label=label,
-                    marker="o", markersize=3)
+            means = [statistics.fmean(v) for v in values]
+            ax.plot(epochs, means, color=colours(i % 20), label=label, marker="o", markersize=3)
+            chosen = row["selected_epoch"]["mean"] if row["selected_epoch"] else None
+            if chosen is not None and round(chosen) in epochs:  # the selected epoch
+                ax.plot([round(chosen)], [means[epochs.index(round(chosen))]], color=colours(i % 20), marker="*",
+                        markersize=12, markeredgecolor="black", linestyle="none")
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=colours(i % 20),
                             alpha=0.15)
     for ax, key in zip(axes, keys):
@@ -170,25 +193,32 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{task}: validation curves (mean over seeds, band = min..max)")
+    marked = "; ★ = mean selected epoch" if any(r["selected_epoch"] for r in table["rows"]) else ""
+    fig.suptitle(f"{task}: validation curves (mean over seeds, band = min..max{marked})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Path, title: str) -> list[Path]:
+def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Path, title: str,
+                 aside: Sequence[str] = ()) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", ""]
+    counted = (f"Each configuration and seed counts once: {len(aside)} FINISHED run(s) set aside, each an older "
+               f"run of a configuration that ran again (the newest counts): " + "; ".join(aside) + ".") if aside else ""
+    if counted:
+        md += [counted, ""]
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(-n+3){text-align:left}"
              "table.grid td{text-align:center;min-width:9em}</style>",
-             f"<h1>{html.escape(title)}</h1>"]
+             f"<h1>{html.escape(title)}</h1>"] + ([f"<p>{html.escape(counted)}</p>"] if counted else [])
     files = []
     for task, table in tables.items():
         lr_note = "" if len(table["learning_rates"]) < 2 else (BEST_LR_NOTE if table["best_lr"] else LR_NOTE).format(
             metric=table["rank_by"], lrs=", ".join(table["learning_rates"]))
-        note = NOTE.format(metric=table["rank_by"], target=table["target"], lr_note=lr_note)
+        note = (NOTE.format(metric=table["rank_by"], target=table["target"], lr_note=lr_note)
+                + selection_note(table) + (BATCHED_NOTE if table["batched"] else ""))
         if table["conditions_note"]:
             note = table["conditions_note"] + " " + note
         header, rows = table_rows(table)
@@ -227,10 +257,11 @@ def compare(*, tracking_uri: Optional[str] = None, experiment: Optional[str] = N
         raise SystemExit(str(exc)) from exc
     if not runs:
         raise SystemExit("compare: no finished runs match; check --experiment/--parent/--filter and the store")
+    runs, aside = one_per_seed(runs)
     tables = aggregate(runs, targets, best_lr=best_lr)
     title = f"xentlab comparison: {experiment or parent or 'all runs'}"
     out = out or Path("reports") / (experiment or parent or "all")
-    files = write_report(tables, runs, out, title)
+    files = write_report(tables, runs, out, title, aside)
     parents = {tracking.parent_of(client, r.run_id) for r in runs}
     target_run = parent or (parents.pop() if len(parents) == 1 else None)
     if attach and target_run:

@@ -60,4 +60,5 @@ def _options(cfg: Any, ignore: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in ignore}
 
 
-from xentlab.tasks import mnist, binary, multilabel, file  # noqa: E402,F401,I001  (the built-ins register, in this order)
+# the built-in tasks register themselves, in this order
+from xentlab.tasks import mnist, binary, multilabel, file, fashion  # noqa: E402,F401,I001

@@ -63,7 +63,8 @@ TASKS: dict[str, TaskSpec] = {}
 
 def task(name: str, *, kind: Optional[str] = None, input_shape: Optional[tuple[int, ...]] = None,
          num_classes: Optional[int] = None, options: type[TaskConfig] = TaskConfig,
-         check: Optional[Callable[[Any], None]] = None, infer: Optional[Callable[[Any, Any], TaskSpec]] = None):
+         check: Optional[Callable[[Any], None]] = None, infer: Optional[Callable[[Any, Any], TaskSpec]] = None,
+         class_names: tuple[str, ...] = ()):
     """Register ``fn(task_cfg, data_cfg) -> Splits`` as the task ``name``, with ``options``
     (a :class:`TaskConfig` dataclass) as its typed Hydra config ``task=<name>``. A task whose
     kind and shape depend on its options (a user's file) gives ``infer`` instead of them."""
@@ -71,7 +72,7 @@ def task(name: str, *, kind: Optional[str] = None, input_shape: Optional[tuple[i
         raise TypeError(f"task {name!r} needs kind, input_shape and num_classes, or infer")
 
     def register(fn: Callable[[Any, Any], Splits]) -> Callable[[Any, Any], Splits]:
-        TASKS[name] = TaskSpec(name, kind, input_shape, num_classes, fn, check, infer)
+        TASKS[name] = TaskSpec(name, kind, input_shape, num_classes, fn, check, infer, class_names)
         ConfigStore.instance().store(group="task", name=name, node=options(name=name))
         return fn
 

@@ -44,6 +44,8 @@ class Session:
     callbacks: list = field(default_factory=list)
     set_tags: Callable[[Mapping[str, Any]], None] = lambda tags: None  # on every run of the session
     fail: Callable[[int, BaseException], None] = lambda member, error: None  # that member's run ends FAILED
+    # a member's values of the whole run (its training time, its best epoch), logged at step 0
+    log_once: Callable[[int, Mapping[str, float]], None] = lambda member, values: None
 
 
 class NoTracking:
@@ -52,8 +54,13 @@ class NoTracking:
     def previous(self, identity: Mapping[str, Any]) -> Optional[store.Previous]:
         return None
 
+    def __init__(self, lookup: Optional[Callable[[str], Optional[str]]] = None):
+        self.lookup = lookup  # resume=<run id>: where a DDP run's extra processes find its checkpoint
+
     def checkpoint_of(self, run_id: str) -> Optional[str]:
-        raise ConfigError(f"resume={run_id} names an MLflow run, but logger=none; give the checkpoint's path")
+        if self.lookup is None:
+            raise ConfigError(f"resume={run_id} names an MLflow run, but logger=none; give the checkpoint's path")
+        return self.lookup(run_id)
 
     @contextmanager
     def open(self, descriptions: Mapping[int, RunDescription], *,
@@ -95,8 +102,11 @@ class MlflowTracking:
             def fail(member: int, error: BaseException) -> None:
                 runs[member].error = error
 
+            def log_once(member: int, values: Mapping[str, float]) -> None:
+                store.log_values(runs[member].client, runs[member].run_id, values, {})
+
             yield Session(logger, {m: r.run_id for m, r in runs.items()}, [r.heartbeat for r in runs.values()],
-                          set_tags, fail)
+                          set_tags, fail, log_once)
 
 
 class Run:

@@ -409,6 +409,8 @@ def flush(uri: str, timeout: Optional[float] = None) -> bool:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    if uri in _stuck:
+        return False
     if timeout is None:
         mlflow.flush_async_logging()
         return True

@@ -1,0 +1,181 @@
+"""Each run judged at its best validation epoch (``trainer.select=best``), early stopping
+(``trainer.patience``), and each configuration and seed counted once in the reports."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xentlab import analysis, tasks, train
+from xentlab.errors import ConfigError
+from xentlab.module import Plain, Selection, Stacked
+from xentlab.tasks import examples
+
+from conftest import make_config, run_xentlab, runs_in
+
+# a tiny training set of real digits and a high learning rate: validation peaks early, then overfits
+OVERFIT = ("data.subset=150", "data.batch_size=25", "data.val_size=300", "optimizer.lr=0.01",
+           "model.hidden=[64]", "trainer.max_epochs=25", "trainer.log_every_n_steps=6")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("examples")
+    examples.write(out)
+    return str(out / "digits.npz")
+
+
+def stacked(k: int, seed: int = 0) -> Stacked:
+    torch.manual_seed(seed)
+    return Stacked([nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)) for _ in range(k)],
+                   [type("S", (), {"optimizer": {"lr": lr}})() for lr in (1.0, 1.0, 2.0)][:k])
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_each_member_keeps_the_weights_of_its_own_best_epoch(higher):
+    """Random weights and values for 6 epochs: the kept weights of each member are its weights
+    at the epoch a plain numpy argmax/argmin of its values picks (first on ties)."""
+    nets = stacked(3)
+    blocks = nets.parameter_blocks()
+    sel = Selection(nets, 3, "acc", higher, None)
+    g = torch.Generator().manual_seed(1)
+    values = torch.randint(0, 4, (6, 3), generator=g).float()  # ties on purpose
+    values[2, 1] = float("nan")  # a member left out of an epoch never improves there
+    snapshots = []
+    for epoch in range(6):
+        with torch.no_grad():
+            for block in blocks:
+                for p in block:
+                    p.copy_(torch.randn(p.shape, generator=g))
+        snapshots.append([[p.detach().clone() for p in block] for block in blocks])
+        sel.update(values[epoch], epoch + 1, blocks)
+    v = np.where(np.isnan(values.numpy()), -np.inf if higher else np.inf, values.numpy())
+    want = (np.argmax(v, 0) if higher else np.argmin(v, 0))
+    assert sel.best_epoch.tolist() == (want + 1).tolist()
+    sel.restore(blocks)
+    for b, (start, stop) in enumerate(nets.blocks):
+        for member in range(start, stop):
+            for p, snap in zip(blocks[b], snapshots[want[member]][b]):
+                assert torch.equal(p[member - start], snap[member - start])
+
+
+def test_patience_names_the_members_that_stopped_improving():
+    sel = Selection(Plain(nn.Linear(2, 2)), 1, "nll", False, patience=2)
+    net = nn.Linear(2, 2)
+    for epoch, value in enumerate([0.9, 0.5, 0.6, 0.55], 1):
+        sel.update(torch.tensor([value]), epoch, [list(net.parameters())])
+        assert sel.stale(epoch) == ([0] if epoch == 4 else [])  # best at 2; 3 and 4 without improvement
+
+
+def test_select_on_is_checked_against_the_task_yardsticks():
+    with pytest.raises(ConfigError, match="trainer.select_on='map'.*valid choices are: acc, nll, brier, ece"):
+        train.plan(make_config("trainer.select_on=map"))
+    with pytest.raises(ConfigError, match="valid choices are: acc$"):
+        train.plan(make_config("loss=mse", "activation=none", "trainer.select_on=val/nll"))
+    with pytest.raises(ConfigError, match="trainer.patience .*needs trainer.select=best"):
+        train.plan(make_config("trainer.select=last", "trainer.patience=3"))
+    assert train.plan(make_config("trainer.select_on=val/nll")).selection == "best val/nll"
+    assert train.plan(make_config("trainer.select=last")).selection == "last"
+
+
+def rerun_test_metrics(cfg, state: dict) -> dict[str, float]:
+    """The test split scored by scikit-learn with the network rebuilt from the checkpoint's
+    kept (selected) weights, in float64."""
+    from sklearn.metrics import accuracy_score, log_loss
+
+    p = train.plan(cfg)
+    test = tasks.build(p.task, cfg.task, cfg.data).test
+    kept = [state[f"selection.weights{j}"] for j in range(4)]
+    x = test.x.double().flatten(1)
+    h = torch.relu(x @ kept[0].double().T + kept[1].double())
+    q = torch.softmax(h @ kept[2].double().T + kept[3].double(), -1).numpy()
+    y = test.y.numpy()
+    return {"acc": accuracy_score(y, q.argmax(1)), "nll": log_loss(y, q, labels=range(q.shape[1]))}
+
+
+@pytest.mark.slow
+def test_the_selected_epoch_is_the_best_of_the_logged_history_and_its_weights_are_tested(digits, store, tmp_path):
+    overrides = ("task=file", f"task.path={digits}", "loss=sparse_cce", *OVERFIT)
+    out = run_xentlab(*overrides, f"logger.tracking_uri={store}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, (run,) = runs_in(store)
+    history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val/acc"), key=lambda m: m.step)]
+    assert len(history) == 25
+    best = int(np.argmax(history)) + 1
+    assert run.data.metrics["best_epoch"] == best < 25  # built to overfit: the best epoch is not the last
+    assert run.data.params["selection"] == "best val/acc"
+    state = torch.load(tmp_path / "outputs" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=False)["state_dict"]
+    want = rerun_test_metrics(make_config(*overrides), state)
+    assert run.data.metrics["test/acc"] == pytest.approx(want["acc"], abs=1e-6)
+    assert run.data.metrics["test/nll"] == pytest.approx(want["nll"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_patience_stops_a_run_early_and_it_finishes(digits, store, tmp_path):
+    out = run_xentlab("task=file", f"task.path={digits}", "loss=sparse_cce", *OVERFIT, "trainer.patience=3",
+                      f"logger.tracking_uri={store}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, (run,) = runs_in(store)
+    history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val/acc"), key=lambda m: m.step)]
+    best = int(np.argmax(history)) + 1
+    assert run.info.status == "FINISHED" and run.data.metrics["best_epoch"] == best
+    assert len(history) == best + 3 < 25  # three epochs without improvement, then it stopped
+
+
+@pytest.mark.slow
+def test_a_batched_member_selects_the_epoch_and_scores_of_its_solo_run(digits):
+    from xentlab.tracking.lifecycle import NoTracking
+
+    from conftest import configs
+
+    cells = [("loss=sparse_cce", "optimizer.lr=0.01", "seed=0"), ("loss=mse", "optimizer.lr=0.003", "seed=1"),
+             ("loss=cce", "optimizer.lr=0.01", "seed=2", "trainer.select_on=nll")]
+    base = ("task=file", f"task.path={digits}", *OVERFIT, "logger=none", "trainer.progress_bar=false",
+            "trainer.checkpoint=false")
+    # select_on must be equal within a model: the nll cell trains as its own model
+    cfgs = configs(*[(*base, *c) for c in cells])
+    runs = [r for cfg in cfgs for r in train.member_runs(cfg, train.plan(cfg))]
+    together = {id(r): res for r, res in train.train(runs[:2], NoTracking())}
+    for r in runs[:2]:
+        ((_, alone),) = train.train([r], NoTracking())
+        mine = together[id(r)]["metrics"]
+        assert mine["best_epoch"] == alone["metrics"]["best_epoch"]
+        for key in ("test/acc", "test/nll", "test/loss"):
+            assert mine[key] == pytest.approx(alone["metrics"][key], rel=2e-4, abs=2e-5), key
+    assert {together[id(r)]["metrics"]["best_epoch"] for r in runs[:2]} != {25.0}
+
+
+def info(run_id, seed, started, lr="0.001", loss="bce", acc=0.9):
+    params = {"task.name": "binary", "loss.name": loss, "activation.name": "sigmoid", "seed": seed,
+              "optimizer.lr": lr, "trainer.max_epochs": "3"}
+    return analysis.RunInfo(run_id, "binary", "binary", "sigmoid", loss, seed, "valid", {"test/acc": acc},
+                            params=params, started=started)
+
+
+def test_each_configuration_and_seed_counts_once_the_newest_kept():
+    runs = [info("a", "0", 1), info("b", "1", 2), info("c", "0", 5, acc=0.5), info("d", "0", 3, lr="0.01"),
+            info("e", "0", 4, loss="mse"), info("f", "1", 1)]
+    kept, aside = analysis.one_per_seed(runs)
+    assert [r.run_id for r in kept] == ["b", "c", "d", "e"]
+    assert len(aside) == 2 and aside[0].startswith("a (") and "of c" in aside[0] and "of b" in aside[1]
+    (table,) = analysis.aggregate(kept).values()
+    bce = next(r for r in table["rows"] if r["loss"] == "bce" and r["lr"] == "0.001")
+    assert bce["seeds"] == ["0", "1"] and bce["n"] == 2
+
+
+@pytest.mark.slow
+def test_a_batched_sweep_run_twice_counts_each_seed_once_in_the_report(mnist_root, store, tmp_path):
+    from xentlab.report import compare
+
+    sweep = ("-m", "hydra/launcher=batched", "task=binary", "loss=bce,mse", "seed=0,1", "data.subset=300",
+             "data.val_size=500", "trainer.max_epochs=2", "logger.experiment=twice", f"logger.tracking_uri={store}")
+    for attempt in range(2):
+        out = run_xentlab(*sweep, cwd=tmp_path / str(attempt))
+        assert out.returncode == 0, out.stderr[-3000:]
+    tables = compare.compare(tracking_uri=store, experiment="twice", out=tmp_path / "report", attach=False)
+    (table,) = tables.values()
+    assert [(r["loss"], r["seeds"]) for r in sorted(table["rows"], key=lambda r: r["loss"])] == [
+        ("bce", ["0", "1"]), ("mse", ["0", "1"])]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "4 FINISHED run(s) set aside" in report and "×4" in report

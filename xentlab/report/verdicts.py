@@ -1,0 +1,142 @@
+"""The verdict table across tasks, docs/VERDICTS.md: which output activation and loss to use,
+and what choosing wrong costs, on five real tasks.
+
+    python scripts/verdicts.py                    # the five fair-grid sweeps, then docs/VERDICTS.md
+    python scripts/verdicts.py --no-sweeps        # only render again from the store
+
+Each task's fair-grid preset (every activation × loss cell × 4 Adam learning rates × seeds
+0-2, batched) runs as ``python run.py -m experiment=<preset>``; every run is judged at its
+best validation epoch, each cell at its learning rate with the best mean validation score,
+and scored on the test split (``xentlab.analysis``). The two sentences under each grid are
+computed from the table, not written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from xentlab import analysis, compat, tracking
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: its run.py and docs/
+PRESETS = ("fair_grid_mnist", "fair_grid_fashion", "fair_grid_binary", "fair_grid_multilabel",
+           "fair_grid_breast_cancer")
+
+
+def sweep(preset: str, uri: str, extra: list[str], log) -> tuple[str, float]:
+    """Run one preset's sweep; returns the command a user types and its wall time."""
+    command = f"python run.py -m experiment={preset}"
+    start = time.perf_counter()
+    log(f"{command} ...")
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", f"experiment={preset}",
+                           f"logger.tracking_uri={uri}", f"hydra.sweep.dir=multirun/verdicts/{preset}", *extra],
+                          capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    summary = next((line for line in proc.stdout.splitlines() if line.startswith("xentlab sweep:")), "")
+    log(f"  {summary} ({seconds:.0f} s)")
+    if proc.returncode != 0:
+        raise SystemExit(f"verdicts: {command} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return command, seconds
+
+
+def _fmt(mean: Optional[float], ci: Optional[float]) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.4f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.4f}")
+
+
+def grid_markdown(table: dict[str, Any]) -> list[str]:
+    """Activations (rows) × losses (columns): mean ± 95% CI of the test yardstick at the cell's
+    validation-chosen lr and its mean selected epoch; ★ ties with the best, ✗ invalid."""
+    kind = table["kind"]
+    lines = ["| activation \\ loss | " + " | ".join(compat.LOSSES) + " |", "|---" * (len(compat.LOSSES) + 1) + "|"]
+    for act in compat.ACTIVATIONS:
+        cells = []
+        for loss in compat.LOSSES:
+            status = compat.cell(kind, act, loss).status
+            g = table["grid"].get(f"{act}/{loss}")
+            if status is compat.Status.INVALID:
+                cells.append("✗")
+            elif not g or g["mean"] is None:
+                cells.append("no runs")
+            else:
+                epoch = f", ep {g['selected_epoch']:.1f}" if g.get("selected_epoch") else ""
+                mark = " ⚠" if status is compat.Status.QUESTIONABLE else ""
+                cells.append(f"{_fmt(g['mean'], g['ci95'])}{' ★' if g['best'] else ''}{mark} "
+                             f"(lr {g['lr']}{epoch})")
+        lines.append(f"| {act} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdict(table: dict[str, Any]) -> list[str]:
+    """Two sentences: what is best (and what ties with it), and what the worst runnable choice costs."""
+    metric = f"test {table['rank_by']}"
+    scored = {key: g for key, g in table["grid"].items() if g["mean"] is not None}
+    top_key = max(scored, key=lambda k: scored[k]["mean"])
+    ties = sorted(k for k, g in scored.items() if g["best"] and k != top_key)
+    worst_key = min(scored, key=lambda k: scored[k]["mean"])
+    top, worst = scored[top_key], scored[worst_key]
+    name = lambda key: key.replace("/", " + ")  # noqa: E731
+    first = (f"Best {metric}: {name(top_key)} ({top['mean']:.4f}); "
+             + (f"{len(ties)} of the other {len(scored) - 1} runnable cells cannot be told from it "
+                f"({', '.join(map(name, ties))})." if ties else "no other runnable cell ties with it."))
+    epochs = [g["selected_epoch"] for g in scored.values() if g.get("selected_epoch")]
+    span = f" Best validation epochs ranged from {min(epochs):.1f} to {max(epochs):.1f}." if epochs else ""
+    second = (f"Choosing wrong costs up to {100 * (top['mean'] - worst['mean']):.1f} points: the worst runnable "
+              f"cell, {name(worst_key)}, reaches {worst['mean']:.4f} even at its best learning rate.{span}")
+    return [first, second]
+
+
+def render(sections: list[dict[str, Any]], total: float) -> str:
+    out = ["# Verdicts: which output activation and loss, and what choosing wrong costs", "",
+           "Generated by `python scripts/verdicts.py` (`xentlab/report/verdicts.py`). For every task: every "
+           "activation × loss cell, Adam at 4 learning rates × 3 seeds, trained as batched models; each run "
+           "judged at its best validation epoch, each cell at the learning rate with the best mean validation "
+           "score, each configuration and seed counted once. Cells: test score mean ± 95% CI over seeds "
+           "(Student's t) at that learning rate, with the mean selected epoch; ★: Welch's t-test (5%) cannot "
+           "tell it from the best; ⚠: questionable; ✗: invalid (refused before training).", "",
+           f"Wall time on this machine (2-core CPU), sweeps only: {total / 60:.1f} min in all.", ""]
+    for s in sections:
+        table = s["table"]
+        out += [f"## {s['preset']}: {s['title']} ({table['kind']}, test {table['rank_by']})", "",
+                f"`{s['command']}` ({s['seconds'] / 60:.1f} min)" if s["command"] else "(rendered from the store)",
+                "", *grid_markdown(table), "", *verdict(table), ""]
+        if s["aside"]:
+            out += [f"{len(s['aside'])} older run(s) of the same configurations were set aside.", ""]
+    return "\n".join(out)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--presets", default=",".join(PRESETS), help="comma-separated experiment presets")
+    ap.add_argument("--no-sweeps", action="store_true", help="render from the runs already in the store")
+    ap.add_argument("--tracking-uri", help="MLflow store (default: MLflow's default, sqlite:///mlflow.db)")
+    ap.add_argument("--override", action="append", default=[], help="an extra override for every sweep")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "VERDICTS.md")
+    a = ap.parse_args(argv)
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
+
+    uri = tracking.check_store(a.tracking_uri)
+    presets = a.presets.split(",")
+    if "fair_grid_breast_cancer" in presets and not (ROOT / "data" / "examples" / "breast_cancer.npz").is_file():
+        from xentlab.tasks import examples
+
+        examples.write(ROOT / "data" / "examples")
+    client, sections, total = tracking.client(uri), [], 0.0
+    for preset in presets:
+        command, seconds = ("", 0.0) if a.no_sweeps else sweep(preset, uri, a.override, log)
+        total += seconds
+        runs, aside = analysis.one_per_seed(tracking.load_runs(client, experiment=preset))
+        for name, table in analysis.aggregate(runs, best_lr=True).items():
+            sections.append({"preset": preset, "title": name, "table": table, "command": command,
+                             "seconds": seconds, "aside": aside})
+    a.out.write_text(render(sections, total))
+    log(f"wrote {a.out}")
