@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from xentlab import analysis, tasks, train
@@ -67,6 +68,49 @@ def test_patience_names_the_members_that_stopped_improving():
         assert sel.stale(epoch) == ([0] if epoch == 4 else [])  # best at 2; 3 and 4 without improvement
 
 
+def test_the_best_value_stays_float64_in_any_precision_and_no_best_keeps_the_last_weights():
+    net = nn.Linear(2, 2)
+    sel = Selection(Plain(net), 1, "acc", True, None).to(torch.bfloat16)
+    assert sel.best_value.dtype == torch.float64 and sel.weights0.dtype == torch.bfloat16
+    sel.update(torch.tensor([0.8765]), 1, [list(net.parameters())])
+    sel.update(torch.tensor([0.8760]), 2, [list(net.parameters())])  # in bf16 both are 0.875
+    assert sel.best_epoch.tolist() == [1]
+    nets = stacked(3)
+    blocks = nets.parameter_blocks()
+    sel = Selection(nets, 3, "acc", True, None)
+    sel.update(torch.tensor([0.5, float("nan"), 0.7]), 1, blocks)  # member 1 never has a value
+    with torch.no_grad():
+        for block in blocks:
+            for p in block:
+                p.add_(1.0)
+    last = [[p.detach().clone() for p in block] for block in blocks]
+    sel.restore(blocks)
+    assert torch.equal(blocks[0][0][1], last[0][0][1])  # member 1: its last weights
+    assert torch.allclose(blocks[0][0][0], last[0][0][0] - 1.0, atol=1e-6)  # member 0: its best epoch's
+
+
+def test_runs_and_checkpoints_from_before_the_selection_rule_count_as_select_last(tmp_path):
+    from xentlab import checkpoints
+
+    old = info("a", "0", 1)
+    new = info("b", "0", 2)
+    new.params.update({"trainer.select": "last", "trainer.select_on": "None", "trainer.patience": "None"})
+    best = info("c", "0", 3)
+    best.params.update({"trainer.select": "best", "trainer.select_on": "None", "trainer.patience": "None"})
+    kept, aside = analysis.one_per_seed([old, new, best])
+    assert [r.run_id for r in kept] == ["b", "c"] and aside[0].startswith("a (")
+    cfg = make_config("trainer.select=last")
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    before = {k: v for k, v in config.items() if k != "trainer"} | {
+        "trainer": {k: v for k, v in config["trainer"].items() if k not in ("select", "select_on", "patience")}}
+    path = tmp_path / "old.ckpt"
+    torch.save({checkpoints.KEY: {"config": before, "run_id": None}, "epoch": 1}, path)
+    assert checkpoints.load(str(path), config, lambda run_id: None).epochs_done == 2
+    with pytest.raises(ConfigError, match="trainer.select: checkpoint has 'last', this command has 'best'"):
+        checkpoints.load(str(path), OmegaConf.to_container(make_config(), resolve=True, enum_to_str=True),
+                         lambda run_id: None)
+
+
 def test_select_on_is_checked_against_the_task_yardsticks():
     with pytest.raises(ConfigError, match="trainer.select_on='map'.*valid choices are: acc, nll, brier, ece"):
         train.plan(make_config("trainer.select_on=map"))
@@ -109,6 +153,10 @@ def test_the_selected_epoch_is_the_best_of_the_logged_history_and_its_weights_ar
     want = rerun_test_metrics(make_config(*overrides), state)
     assert run.data.metrics["test/acc"] == pytest.approx(want["acc"], abs=1e-6)
     assert run.data.metrics["test/nll"] == pytest.approx(want["nll"], rel=1e-4)
+    # what a hyperparameter search optimises: the validation score of the tested (best) epoch
+    result = train.run(make_config(*overrides, "logger=none", "trainer.checkpoint=false"))
+    assert result["metrics"]["val/acc"] == pytest.approx(max(history), abs=1e-6)
+    assert result["metrics"]["test/acc"] == pytest.approx(want["acc"], abs=1e-6)
 
 
 @pytest.mark.slow

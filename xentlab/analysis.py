@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from xentlab import yardsticks
-from xentlab.config import IDENTITY
+from xentlab.config import BEFORE, IDENTITY
 
 ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
 
@@ -37,12 +37,15 @@ class RunInfo:
     params: dict[str, str] = field(default_factory=dict)
     started: int = 0  # start time (ms): the newest of a configuration's runs is the one that counts
     members: int = 1  # runs its model trained at once (batched); its train_seconds is its share
+    experiment: str = ""  # the MLflow experiment's id
 
     @property
     def identity(self) -> tuple[tuple[str, str], ...]:
-        """The run's configuration as ``resume=auto`` matches it (``config.IDENTITY``), from its params."""
-        return tuple(sorted((k, v) for k, v in self.params.items()
-                            if any(k == f or k.startswith(f + ".") for f in IDENTITY)))
+        """The run's configuration as ``resume=auto`` matches it in its experiment (``config.IDENTITY``,
+        from its params; keys added since the run are read as what it did then)."""
+        params = {**{k: str(v) for k, v in BEFORE.items()}, **self.params}
+        return (("experiment", self.experiment),) + tuple(sorted(
+            (k, v) for k, v in params.items() if any(k == f or k.startswith(f + ".") for f in IDENTITY)))
 
     @property
     def selection(self) -> str:
@@ -158,6 +161,7 @@ def epochs_to_target_over_seeds(runs: list[RunInfo], target: float) -> dict[str,
 def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) -> dict[str, Any]:
     first = group[0]
     row: dict[str, Any] = {"activation": first.activation, "loss": first.loss, "lr": first.lr, "status": first.status,
+                           "selection": first.selection,
                            "seeds": sorted(r.seed for r in group), "n": len(group), "values": {}}
     for col in cols:
         vals = [r.metrics[f"test/{col}"] for r in group if f"test/{col}" in r.metrics]
@@ -215,9 +219,10 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
                         if y.per_class and y.in_report and kind in y.kinds}
             cols = {rank: True, **balanced, **{k: True for k in recalls}, **cols}
         lrs = sorted({r.lr for r in mine})
-        keys = sorted({(r.activation, r.loss, r.lr) for r in mine})
+        keys = sorted({(r.activation, r.loss, r.lr, r.selection) for r in mine})  # runs of two rules: two rows
         target = targets.get(kind, yardsticks.target(kind))
-        rows = [_row([r for r in mine if (r.activation, r.loss, r.lr) == k], cols, rank, target) for k in keys]
+        rows = [_row([r for r in mine if (r.activation, r.loss, r.lr, r.selection) == k], cols, rank, target)
+                for k in keys]
         if best_lr:
             rows = list(chosen_lr(rows, rank).values())
         rows.sort(key=lambda r: -(r[rank]["mean"] if r[rank] else -math.inf))

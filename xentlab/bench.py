@@ -321,6 +321,36 @@ def sweep_mode(a) -> dict:
     return result
 
 
+def patience_mode(a) -> dict:
+    """``--mode patience``: the compute early stopping saves, on a grid of small real data that
+    overfits early (``experiment=fair_grid_breast_cancer``, 40 epochs), with and without
+    ``trainer.patience``, in interleaved rounds."""
+    path = ROOT / "data" / "examples" / "breast_cancer.npz"
+    if not path.is_file():
+        from xentlab.tasks import examples
+
+        examples.write(path.parent)
+    base = ("experiment=fair_grid_breast_cancer", f"task.path={path}")
+    variants = {"all 40 epochs": (), f"trainer.patience={a.patience}": (f"trainer.patience={a.patience}",)}
+    tmp = tempfile.mkdtemp()
+    walls: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(a.rounds):
+        for name, extra in variants.items():
+            print(f"patience: {name}, round {r + 1}/{a.rounds}", flush=True)
+            walls[name].append(sweep_wall((*base, *extra), (), a.data_root, tmp))
+    full, stopped = walls.values()
+    return {"command": "python run.py -m " + " ".join(base[:1]), "rounds": a.rounds,
+            "wall_s": {k: spread(v) for k, v in walls.items()},
+            "saved_share": spread([1 - s / f for f, s in zip(full, stopped)])}
+
+
+def patience_markdown(result: dict) -> str:
+    lines = ["| variant | wall s |", "|---|---|"]
+    lines += [f"| {name} | {cell(w, '{:.1f}')} |" for name, w in result["wall_s"].items()]
+    return "\n".join(lines + ["", f"saved: {cell(result['saved_share'], '{:.0%}')} of the wall time "
+                                   f"(`{result['command']}`, {result['rounds']} rounds)"])
+
+
 def sweep_markdown(result: dict) -> str:
     lines = ["| sweep | launcher | wall s | default / launcher |", "|---|---|---|---|"]
     for name, s in result["sweeps"].items():
@@ -343,8 +373,10 @@ def sweep_markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=["training", "sweep"], default="training",
-                    help="training: one run's path against a bare loop; sweep: launchers, per-job overhead, members")
+    ap.add_argument("--mode", choices=["training", "sweep", "patience"], default="training",
+                    help="training: one run's path against a bare loop; sweep: launchers, per-job overhead, "
+                         "members; patience: the compute early stopping saves")
+    ap.add_argument("--patience", type=int, default=5, help="patience mode: trainer.patience")
     ap.add_argument("--members", type=int, nargs="+", default=[8, 32, 128], help="sweep mode: K per model")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--epochs", type=int, default=1, help="timed epochs per call (one more runs as warm-up)")
@@ -356,9 +388,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["dataloader", "mlflow", "startup", "sparse", "seeds", "preset"])
     a = ap.parse_args(argv)
-    if a.mode == "sweep":
-        result = sweep_mode(a)
-        print("\n" + sweep_markdown(result))
+    if a.mode in ("sweep", "patience"):
+        result = sweep_mode(a) if a.mode == "sweep" else patience_mode(a)
+        print("\n" + (sweep_markdown if a.mode == "sweep" else patience_markdown)(result))
         a.json.write_text(json.dumps(result, indent=2))
         print(f"written {a.json}")
         return result

@@ -35,11 +35,14 @@ class EpochSummary(Callback):
             return
         m = dict(trainer.callback_metrics)
         if pl_module.k > 1:
-            acc = sorted(float(v) for k, v in m.items() if (p := metric_keys.parse(k)) and p[1] == self.primary)
+            acc = sorted(float(v) for k, v in m.items() if (p := metric_keys.parse(k)) and p[1] == self.primary
+                         and p[0] not in pl_module.stopped and p[0] not in pl_module.failed)
             shown = f"{self.primary} over {len(acc)} members: min {acc[0]:.4f} median {acc[len(acc) // 2]:.4f} " \
                     f"max {acc[-1]:.4f}" if acc else ""
             if pl_module.failed:
                 shown += f"; {len(pl_module.failed)} diverged"
+            if pl_module.stopped:
+                shown += f"; {len(pl_module.stopped)} stopped early"
         else:
             m = metric_keys.of(m, 0)
             if pl_module.epoch_loss() is not None and trainer.world_size == 1:

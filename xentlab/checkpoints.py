@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
-from xentlab.config import IDENTITY
+from xentlab.config import BEFORE, IDENTITY
 from xentlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ def load(resume: str, config: Mapping[str, Any], checkpoint_of_run: Callable[[st
     if record is None:
         raise ConfigError(f"resume={resume}: {path} is not a xentlab checkpoint (no run record in it)")
     differences = [f"{key}: checkpoint has {old!r}, this command has {new!r}"
-                   for key in SAME for old, new in [(_get(record["config"], key), _get(config, key))] if old != new]
+                   for key in SAME for old, new in [(_get(record["config"], key, BEFORE.get(key)), _get(config, key))]
+                   if old != new]
     if differences:
         raise ConfigError(f"resume={resume}: the checkpoint belongs to a different experiment; "
                           f"run with its settings. Differences: {'; '.join(differences)}")
@@ -128,8 +129,10 @@ def find(cfg: Any, tracker) -> Optional[Resume | Done]:
     return resume
 
 
-def _get(config: Mapping[str, Any], dotted: str) -> Any:
+def _get(config: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:
     node: Any = config
     for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping) or part not in node:
+            return missing
+        node = node[part]
     return node

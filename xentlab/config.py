@@ -21,7 +21,10 @@ from xentlab.errors import ConfigError
 # What makes two runs the same experiment (dotted config keys): a resumed run must match them,
 # ``resume=auto`` finds an earlier run by them, and the reports count one run per identity.
 IDENTITY = ("task", "activation", "loss", "model", "optimizer", "seed", "seeds", "data.batch_size", "data.subset",
-            "data.val_size", "trainer.compile", "trainer.precision", "trainer.select", "trainer.select_on")
+            "data.val_size", "trainer.compile", "trainer.precision", "trainer.select", "trainer.select_on",
+            "trainer.patience")
+# What runs and checkpoints from before a key existed did, for the keys added since.
+BEFORE = {"trainer.select": "last", "trainer.select_on": None, "trainer.patience": None}
 
 
 class OptimizerName(str, Enum):

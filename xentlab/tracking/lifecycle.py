@@ -102,6 +102,7 @@ class MlflowTracking:
             def fail(member: int, error: BaseException) -> None:
                 runs[member].error = error
 
+            @interrupts.deferred()
             def log_once(member: int, values: Mapping[str, float]) -> None:
                 store.log_values(runs[member].client, runs[member].run_id, values, {})
 

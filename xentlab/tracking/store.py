@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from xentlab.config import BEFORE
 from xentlab.errors import ConfigError, TrackingUnavailable
 
 log = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping
     want = {k: str(v)[:6000] for k, v in flatten(identity).items()}
     narrow = f"params.seed = '{want['seed']}'" if "seed" in want else ""
     mine = [r for r in search_all(client, [exp.experiment_id], narrow)
-            if all(r.data.params.get(k) == v for k, v in want.items())]
+            if all(r.data.params.get(k, str(BEFORE[k]) if k in BEFORE else None) == v for k, v in want.items())]
     for run in mine:
         if run.info.status == "FINISHED":
             return Previous(run.info.run_id, "FINISHED", None, dict(run.data.metrics))
