@@ -227,3 +227,4 @@ def test_a_batched_sweep_run_twice_counts_each_seed_once_in_the_report(mnist_roo
         ("bce", ["0", "1"]), ("mse", ["0", "1"])]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "4 FINISHED run(s) set aside" in report and "×4" in report
+    assert "best validation epoch on val/acc (trainer.select=best)" in report and "| selected epoch |" in report

@@ -89,7 +89,9 @@ def verdict(table: dict[str, Any]) -> list[str]:
              + (f"{len(ties)} of the other {len(scored) - 1} runnable cells cannot be told from it "
                 f"({', '.join(map(name, ties))})." if ties else "no other runnable cell ties with it."))
     epochs = [g["selected_epoch"] for g in scored.values() if g.get("selected_epoch")]
-    span = f" Best validation epochs ranged from {min(epochs):.1f} to {max(epochs):.1f}." if epochs else ""
+    span = ("" if not epochs else f" Every run's best validation epoch was epoch {max(epochs):.0f}."
+            if min(epochs) == max(epochs) else
+            f" Best validation epochs ranged from {min(epochs):.1f} to {max(epochs):.1f} (mean over seeds).")
     second = (f"Choosing wrong costs up to {100 * (top['mean'] - worst['mean']):.1f} points: the worst runnable "
               f"cell, {name(worst_key)}, reaches {worst['mean']:.4f} even at its best learning rate.{span}")
     return [first, second]
