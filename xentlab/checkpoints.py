@@ -89,8 +89,8 @@ def load(resume: str, config: Mapping[str, Any], checkpoint_of_run: Callable[[st
     record = state.get(KEY)
     if record is None:
         raise ConfigError(f"resume={resume}: {path} is not a xentlab checkpoint (no run record in it)")
-    differences = [f"{key}: checkpoint has {old!r}, this command has {new!r}"
-                   for key in SAME for old, new in [(_get(record["config"], key, BEFORE.get(key)), _get(config, key))]
+    differences = [f"{key}: checkpoint has {old!r}, this command has {new!r}" for key in SAME
+                   for old, new in [(_get(record["config"], key, BEFORE.get(key)), _get(config, key, BEFORE.get(key)))]
                    if old != new]
     if differences:
         raise ConfigError(f"resume={resume}: the checkpoint belongs to a different experiment; "
