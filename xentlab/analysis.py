@@ -166,17 +166,20 @@ def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) 
     for col in cols:
         vals = [r.metrics[f"test/{col}"] for r in group if f"test/{col}" in r.metrics]
         row["values"][col] = vals
-        row[col] = dict(zip(("mean", "ci95"), mean_ci(vals))) if vals else None
+        row[col] = _summary(vals) if vals else None
     val = [v for r in group if (v := r.validation(f"val/{rank}")) is not None]
     row["val_" + rank] = statistics.fmean(val) if val else None
     row["values"]["selected_epoch"] = [r.metrics["best_epoch"] for r in group if "best_epoch" in r.metrics]
-    row["selected_epoch"] = (dict(zip(("mean", "ci95"), mean_ci(row["values"]["selected_epoch"])))
-                             if row["values"]["selected_epoch"] else None)
+    row["selected_epoch"] = _summary(row["values"]["selected_epoch"]) if row["values"]["selected_epoch"] else None
     row["members"] = max(r.members for r in group)
     row["epochs_to_target"] = epochs_to_target_over_seeds(group, target)
     row["values"]["train_seconds"] = [r.metrics["train_seconds"] for r in group if "train_seconds" in r.metrics]
-    row["train_seconds"] = dict(zip(("mean", "ci95"), mean_ci(row["values"]["train_seconds"])))
+    row["train_seconds"] = _summary(row["values"]["train_seconds"])
     return row
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return dict(zip(("mean", "ci95"), mean_ci(values)))
 
 
 def _ties(rows: list[dict[str, Any]], col: str, higher: bool) -> list[int]:

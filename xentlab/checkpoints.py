@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 KEY = "xentlab"
 LAST = "last.ckpt"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-SAME = IDENTITY  # anything else (epochs, logging, progress bar) may change on resume
 
 
 class RunRecord(Callback):
@@ -45,7 +44,7 @@ class RunRecord(Callback):
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The fields that make two runs the same experiment, by dotted name (``resume=auto`` looks
     for an earlier MLflow run whose params match them)."""
-    return {key: _get(config, key) for key in SAME}
+    return {key: _get(config, key) for key in IDENTITY}
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def load(resume: str, config: Mapping[str, Any], checkpoint_of_run: Callable[[st
     record = state.get(KEY)
     if record is None:
         raise ConfigError(f"resume={resume}: {path} is not a xentlab checkpoint (no run record in it)")
-    differences = [f"{key}: checkpoint has {old!r}, this command has {new!r}" for key in SAME
+    differences = [f"{key}: checkpoint has {old!r}, this command has {new!r}" for key in IDENTITY
                    for old, new in [(_get(record["config"], key, BEFORE.get(key)), _get(config, key, BEFORE.get(key)))]
                    if old != new]
     if differences:

@@ -67,9 +67,6 @@ class Plain:
         self.blocks = [(0, 1)]  # (first, end) member of each parameter block
 
     def __call__(self, x: Tensor, shared: bool = True) -> Tensor:
-        return self.forward(x, shared)
-
-    def forward(self, x: Tensor, shared: bool = True) -> Tensor:
         return self.net(x if shared else x[0]).unsqueeze(0)
 
     def parameter_blocks(self) -> list[list[nn.Parameter]]:

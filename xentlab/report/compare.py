@@ -43,7 +43,8 @@ BEST_LR_NOTE = (" Runs differ in optimizer.lr ({lrs}): each cell is shown at the
                 "and ★ are those of that learning rate.")
 
 
-def _fmt(cell: Optional[dict], digits: int = 4) -> str:
+def fmt(cell: Optional[dict], digits: int = 4) -> str:
+    """Mean ± 95% half-width, or — where there is no value."""
     if not cell or cell.get("mean") is None or math.isnan(cell["mean"]):
         return "—"
     ci = cell.get("ci95")
@@ -77,11 +78,11 @@ def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         star = lambda col: " ★" if i in table["best"].get(col, []) else ""  # noqa: E731
         e = r["epochs_to_target"]
         epochs = "—" if e["mean"] is None else f"{e['mean']:.1f} ({e['reached']}/{e['of']})"
-        seconds = _fmt(r["train_seconds"], 1) + (f" ×{r['members']}" if r["members"] > 1 else "")
+        seconds = fmt(r["train_seconds"], 1) + (f" ×{r['members']}" if r["members"] > 1 else "")
         out.append([r["activation"], r["loss"], *([r["lr"]] if several_lrs else []),
                     *([r["selection"]] if rules else []), r["status"], str(r["n"]),
-                    *[_fmt(r[c]) + star(c) for c in table["columns"]],
-                    *([_fmt(r["selected_epoch"], 1)] if selected else []),
+                    *[fmt(r[c]) + star(c) for c in table["columns"]],
+                    *([fmt(r["selected_epoch"], 1)] if selected else []),
                     epochs + star("epochs_to_target"), seconds + star("train_seconds")])
     return header, out
 
@@ -97,7 +98,7 @@ def grid_cells(table: dict[str, Any]) -> list[list[dict[str, Any]]]:
             c = compat.cell(kind, act, loss)
             g = table["grid"].get(f"{act}/{loss}")
             text = "✗" if c.status is compat.Status.INVALID else ("no runs" if not g or g["mean"] is None else
-                                                                  _fmt({"mean": g["mean"], "ci95": g["ci95"]}, 3))
+                                                                  fmt({"mean": g["mean"], "ci95": g["ci95"]}, 3))
             if c.status is compat.Status.QUESTIONABLE:
                 text = "⚠ " + text
             if g and g["best"]:

@@ -14,7 +14,6 @@ computed from the table, not written by hand.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from xentlab import analysis, compat, tracking
+from xentlab.report.compare import fmt
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: its run.py and docs/
 PRESETS = ("fair_grid_mnist", "fair_grid_fashion", "fair_grid_binary", "fair_grid_multilabel",
@@ -45,12 +45,6 @@ def sweep(preset: str, uri: str, extra: list[str], log) -> tuple[str, float]:
     return command, seconds
 
 
-def _fmt(mean: Optional[float], ci: Optional[float]) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.4f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.4f}")
-
-
 def grid_markdown(table: dict[str, Any]) -> list[str]:
     """Activations (rows) × losses (columns): mean ± 95% CI of the test yardstick at the cell's
     validation-chosen lr and its mean selected epoch; ★ ties with the best, ✗ invalid."""
@@ -68,7 +62,7 @@ def grid_markdown(table: dict[str, Any]) -> list[str]:
             else:
                 epoch = f", ep {g['selected_epoch']:.1f}" if g.get("selected_epoch") else ""
                 mark = " ⚠" if status is compat.Status.QUESTIONABLE else ""
-                cells.append(f"{_fmt(g['mean'], g['ci95'])}{' ★' if g['best'] else ''}{mark} "
+                cells.append(f"{fmt(g)}{' ★' if g['best'] else ''}{mark} "
                              f"(lr {g['lr']}{epoch})")
         lines.append(f"| {act} | " + " | ".join(cells) + " |")
     return lines
