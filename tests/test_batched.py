@@ -81,11 +81,12 @@ def test_a_sweeps_learning_rates_become_one_parameter_block_each(mnist_root):
     assert data.seeds == [p.seed for _, p in group] and sorted(i for i, _ in group) == list(range(len(cells)))
 
 
-def test_resume_compile_and_ddp_are_refused_with_a_reason():
-    cfgs = configs((*SMALL, "resume=auto", "logger=mlflow"), (*SMALL, "trainer.compile=true"),
-                   (*SMALL, "trainer=ddp"), SMALL)
+def test_resume_of_one_run_compile_and_ddp_are_refused_with_a_reason():
+    cfgs = configs((*SMALL, "resume=outputs/x"), (*SMALL, "trainer.compile=true"),
+                   (*SMALL, "trainer=ddp"), SMALL, (*SMALL, "resume=auto", "logger=mlflow"))
     reasons = [batching.refuse(c) for c in cfgs]
-    assert "resume" in reasons[0] and "compile" in reasons[1] and "ddp" in reasons[2] and reasons[3] is None
+    assert "resume=outputs/x names one run" in reasons[0] and "use resume=auto" in reasons[0]
+    assert "compile" in reasons[1] and "ddp" in reasons[2] and reasons[3] is None and reasons[4] is None
 
 
 TINY = ("data.subset=300", "data.val_size=500", "trainer.max_epochs=2", "trainer.log_every_n_steps=1")

@@ -195,6 +195,55 @@ def test_sweep_killed_hard_goes_on_with_resume_auto(mnist_root, store, tmp_path)
         assert resumed.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-4, abs=1e-6), key
 
 
+BATCHED = ("-m", "hydra/launcher=batched", "hydra.launcher.max_members=4", "task=binary", "loss=bce,mse",
+           "seed=0,1,2", "optimizer.lr=1e-3,3e-3", "data.subset=2000", "data.batch_size=32", "trainer.max_epochs=2",
+           "trainer.checkpoint=false", "trainer.log_every_n_steps=100", f"data.root={DATA_ROOT}",
+           "trainer.progress_bar=false")
+
+
+@pytest.mark.slow
+def test_batched_sweep_killed_hard_after_its_first_model_trains_only_the_rest_with_resume_auto(store, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    proc = subprocess.Popen(xentlab_cmd(*BATCHED, f"logger.tracking_uri={store}", cwd=first), cwd=first,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    finished: list = []
+    for _ in range(3000):  # killed the moment the first model's four runs are FINISHED
+        if (store_file := Path(store.removeprefix("sqlite:///"))).is_file():
+            finished = [r for r in runs_in(store)[1] if r.info.status == "FINISHED"]
+            if len(finished) >= 4:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert store_file.is_file() and len(finished) >= 4, "".join(lines)[-3000:]
+    client, runs = runs_in(store)
+    finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert len(finished) < 12 and [r for r in runs if r.info.status == "RUNNING"]  # killed mid-sweep
+
+    again = tmp_path / "again"
+    again.mkdir()
+    out = subprocess.run(xentlab_cmd(*BATCHED, f"logger.tracking_uri={store}", "resume=auto", cwd=again), cwd=again,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "xentlab sweep: 12 ran, 0 skipped, 0 failed" in out.stdout
+    assert f"({len(finished)} of those ran earlier" in out.stdout
+    client, runs = runs_in(store)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["resumed"] == "1"
+    members = [r for r in runs if r is not parent]
+    done = [r for r in members if r.info.status == "FINISHED"]
+    cells = {(r.data.params["loss.name"], r.data.params["seed"], r.data.params["optimizer.lr"]) for r in done}
+    assert len(cells) == len(done) == 12  # one FINISHED run per configuration
+    assert finished <= {r.info.run_id for r in done}  # what had finished is kept, not trained again
+    assert all(r.info.status == "KILLED" for r in members if r not in done)  # the killed model's runs
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in done)
+
+
 @pytest.mark.slow
 def test_four_runs_started_together_on_a_new_folder(mnist_root, tmp_path):
     """No logger.tracking_uri: each process creates MLflow's default ./mlflow.db, all at once."""

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from xentlab import outcome, sweep, train
+from xentlab import checkpoints, outcome, sweep, train
 from xentlab.config import batching_conflict
 from xentlab.errors import ConfigError
 
@@ -41,7 +41,7 @@ class Job:
 
 def refuse(cfg: Any) -> Optional[str]:
     """Why a job cannot be a member of a batched model (None: it can)."""
-    return batching_conflict(cfg, "hydra/launcher=batched")
+    return batching_conflict(cfg, "hydra/launcher=batched", looks_up_members=True)
 
 
 def group_key(cfg: Any, p: train.Plan) -> str:
@@ -73,38 +73,67 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
     """Plan every job, train the members model by model, write each job's record; returns
     the records by job number. What becomes of a job or a model is ``xentlab.outcome``'s
     policy, as for ``run.py``: a bad cell is skipped, a model that fails fails its jobs and
-    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops."""
+    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops. With
+    ``resume=auto`` a member whose configuration has a FINISHED run is done already; the
+    others (none, KILLED, FAILED or stale) train from the start in new models."""
     if max_members < 1:
         raise ConfigError(f"hydra.launcher.max_members must be >= 1, got {max_members}")
     records: dict[int, dict[str, Any]] = {}
     runs: list[tuple[Job, train.MemberRun]] = []
+    results: dict[int, list[dict[str, Any]]] = {}
+    trackers: dict[str, Any] = {}
     for job in jobs:
         with outcome.job(_record(job), sweeping=True) as record:
             reason = refuse(job.cfg)
             if reason:
                 raise ConfigError(reason)
             p = train.plan(job.cfg)
-            runs += [(job, run) for run in train.member_runs(job.cfg, p, job.output_dir)]
+            members = train.member_runs(job.cfg, p, job.output_dir)
+            done = {id(run): _done(run, trackers) for run in members} if job.cfg.resume == "auto" else {}
+            results[job.num] = [d for d in done.values() if d is not None]
+            runs += [(job, run) for run in members if done.get(id(run)) is None]
+            if len(results[job.num]) == len(members):
+                record.update(_trained(p, results[job.num]))
         if "status" in record:
             records[job.num] = record
             _write(job, record)
     models = groups(runs, max_members)
-    log.info("batched launcher: %d jobs (%d skipped), %d runs as %d model(s) of at most %d members",
-             len(jobs), len(records), len(runs), len(models), max_members)
-    results: dict[int, list[dict[str, Any]]] = {}
+    already = sum(bool(r.get("already_done")) for r in records.values())
+    log.info("batched launcher: %d jobs (%d skipped, %d done earlier), %d runs as %d model(s) of at most %d members",
+             len(jobs), len(records) - already, already, len(runs), len(models), max_members)
     with outcome.stops_on_interrupt():  # also between models
         for n, model in enumerate(models, 1):
             _describe(n, len(models), model)
             with outcome.job({}, sweeping=True) as failed:
-                done = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg))
-                by_run = {id(run): result for run, result in done}
+                trained = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg))
+                by_run = {id(run): result for run, result in trained}
                 for job, run in model:
-                    results.setdefault(job.num, []).append(by_run[id(run)])
+                    results[job.num].append(by_run[id(run)])
             for job, _ in model:
                 if failed:  # this model's members failed; the next model goes on
                     records[job.num] = {**_record(job), **failed}
             _finish(model, results, records)
     return records
+
+
+def _done(run: train.MemberRun, trackers: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """``resume=auto``: the member's result from its FINISHED run, or None (it trains). A sweep's
+    members share a store, so its tracker is made once."""
+    logger = json.dumps(OmegaConf.to_container(run.cfg.logger, resolve=True, enum_to_str=True), sort_keys=True)
+    tracker = trackers.get(logger) or trackers.setdefault(logger, train.tracker_for(run.cfg))
+    found = checkpoints.earlier(OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True), tracker)
+    if not isinstance(found, checkpoints.Done):
+        return None
+    return {"seed": run.seed, "run_name": run.plan.run_names[run.seed], "run_id": found.run_id,
+            "metrics": found.metrics, "already_done": True}
+
+
+def _trained(p: train.Plan, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A job's record once all its members have a result (trained now, or done earlier)."""
+    result = {"runs": runs} if p.batched else runs[0]
+    if all(r.get("already_done") for r in runs):
+        result = {**result, "already_done": True}
+    return outcome.trained({**result, "combination_status": p.cell.status.value})
 
 
 def _record(job: Job) -> dict[str, Any]:
@@ -124,12 +153,9 @@ def _finish(model: list[tuple[Job, train.MemberRun]], results: dict[int, list[di
     put a job's members in several models) or whose model failed."""
     for job, run in model:
         if job.num not in records:
-            runs = results.get(job.num, [])
-            if len(runs) < len(run.plan.seeds):
+            if len(results[job.num]) < len(run.plan.seeds):
                 continue
-            result = {"runs": runs} if run.plan.batched else runs[0]
-            records[job.num] = {**_record(job),
-                                **outcome.trained({**result, "combination_status": run.plan.cell.status.value})}
+            records[job.num] = {**_record(job), **_trained(run.plan, results[job.num])}
         _write(job, records[job.num])
 
 

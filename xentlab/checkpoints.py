@@ -113,10 +113,9 @@ def find(cfg: Any, tracker) -> Optional[Resume | Done]:
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     where = cfg.resume
     if cfg.resume == "auto":
-        found = tracker.previous(identity(config))
-        if found is not None and found.status == "FINISHED":
-            log.info("already done: MLflow run %s (FINISHED) has this configuration; nothing to train", found.run_id)
-            return Done(found.run_id, found.metrics)
+        found = earlier(config, tracker)
+        if isinstance(found, Done):
+            return found
         log.info("resume=auto: %s", f"going on with MLflow run {found.run_id} ({found.status})" if found
                  else "no earlier run of this configuration; training from the start")
         where = found.checkpoint if found is not None else None  # it names its MLflow run
@@ -126,6 +125,16 @@ def find(cfg: Any, tracker) -> Optional[Resume | Done]:
     log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
              f", logging into MLflow run {resume.run_id}" if resume.run_id and cfg.logger.name != "none" else "")
     return resume
+
+
+def earlier(config: Mapping[str, Any], tracker) -> Optional[Done | Any]:
+    """``resume=auto``: :class:`Done` when this resolved config has a FINISHED run, else the
+    tracker's earlier unfinished run of it (``store.Previous``) or None."""
+    found = tracker.previous(identity(config))
+    if found is not None and found.status == "FINISHED":
+        log.info("already done: MLflow run %s (FINISHED) has this configuration; nothing to train", found.run_id)
+        return Done(found.run_id, found.metrics)
+    return found
 
 
 def _get(config: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:

@@ -148,10 +148,14 @@ class Config:
     resume: Optional[str] = None  # auto, an MLflow run id, a checkpoint file or a run's output directory
 
 
-def batching_conflict(cfg: Any, by: str) -> Optional[str]:
+def batching_conflict(cfg: Any, by: str, *, looks_up_members: bool = False) -> Optional[str]:
     """Why ``cfg`` cannot train as a member of a model of several runs (``by``: ``seeds=[...]``
-    or the batched launcher); None when it can."""
-    if cfg.resume:
+    or the batched launcher); None when it can. ``looks_up_members``: ``by`` finds each member's
+    earlier run itself, so ``resume=auto`` works (a checkpoint or run id names one run)."""
+    if cfg.resume and looks_up_members and cfg.resume != "auto":
+        return (f"resume={cfg.resume} names one run, and {by} trains several runs as one model: use resume=auto, "
+                f"which looks up each member's earlier run")
+    if cfg.resume and not looks_up_members:
         return f"resume works for one run at a time, and {by} trains several runs as one model: drop one of them"
     if cfg.trainer.compile:
         return f"trainer.compile=true compiles one network, and {by} trains several as one model: drop one of them"
