@@ -110,7 +110,10 @@ def test_the_launcher_skips_bad_cells_fails_a_diverged_member_and_finishes_the_r
     assert "val/loss" not in members["1000000.0"].data.metrics  # nothing logged after it diverged
 
 
-def test_the_launcher_takes_the_configs_the_sweeper_validated_instead_of_composing_them_again():
+def test_the_launcher_composes_a_config_per_group_and_each_job_equals_what_hydra_composes():
+    """The sweeper validates every job by composing it; the launcher composes once per distinct
+    rest of the overrides, derives the jobs' configs from it, and takes them instead of composing
+    again. Each equals Hydra's own composition of that job, hydra node included."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
     from hydra.types import RunMode
@@ -123,53 +126,25 @@ def test_the_launcher_takes_the_configs_the_sweeper_validated_instead_of_composi
 
     registration.register()
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
-    master = loader.load_configuration("config", overrides=["hydra/launcher=batched"], run_mode=RunMode.MULTIRUN)
-    composed, compose = [], loader.load_sweep_config
+    master = loader.load_configuration("config", overrides=["experiment=fair_grid_mnist"], run_mode=RunMode.MULTIRUN)
+    hydra_compose, composed = loader.load_sweep_config, []
     loader.load_sweep_config = lambda master_config, sweep_overrides: (
-        composed.append(list(sweep_overrides)) or compose(master_config, sweep_overrides))
+        composed.append(list(sweep_overrides)) or hydra_compose(master_config, sweep_overrides))
     once = ComposeOnce(loader)
-    jobs = [["loss=mse", "seed=1"], ["activation=sigmoid", "loss=bce", "seed=2"]]
+    grid = preset_jobs("fair_grid_mnist")
+    jobs = [["experiment=fair_grid_mnist", *job] for job in grid[::11]] + [  # as the sweeper makes them
+        ["loss=cce", "loss.label_smoothing=0.1", "seeds=[1,2]", "model.init_scale=2"],
+        ["activation=sigmoid", "loss=bce", "optimizer.momentum=0.5", "optimizer.weight_decay=1e-3",
+         "logger.run_name=x"], ["loss=mse", "seed=3", "data.subset=100"], ["seed=4", "+extra=1"]]
     for job in jobs:  # as Hydra's Sweeper.validate_batch_is_legal does
         loader.load_sweep_config(master_config=master, sweep_overrides=job)
     taken = [once.take(master, job) for job in jobs]
-    assert composed == jobs
-    for job, cfg, fresh in zip(jobs, taken, configs(*jobs)):
-        run_config = OmegaConf.to_container(cfg)
-        assert run_config.pop("hydra")["overrides"]["task"] == job
-        assert run_config == OmegaConf.to_container(fresh)
-    once.take(master, jobs[0])  # a config is handed out once; asked again, it is composed again
-    assert composed == [*jobs, jobs[0]]
-
-
-@pytest.mark.parametrize("preset", ["fair_grid_binary", "fair_grid_mnist", "fair_grid_multilabel"])
-def test_fair_grid_presets_batch_every_cell_at_four_learning_rates_and_three_seeds(preset):
-    import itertools
-
-    from hydra import compose, initialize_config_dir
-
-    from xentlab import losses, registration
-    from xentlab.errors import ConfigError
-
-    from conftest import ROOT
-
-    registration.register()
-    jobs = preset_jobs(preset)
-    cells = {tuple(o.split("=")[1] for o in job if o.startswith(("activation=", "loss="))) for job in jobs}
-    assert cells == set(itertools.product(losses.ACTIVATIONS, losses.LOSSES))
-    assert {float(o.split("=")[1]) for job in jobs for o in job
-            if o.startswith("optimizer.lr=")} == {3e-4, 1e-3, 3e-3, 1e-2}
-    assert len(jobs) == len(cells) * 4 * 3
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        hydra_cfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
-    assert hydra_cfg.hydra.launcher._target_.endswith(".BatchedLauncher")
-    # learning rate and seed may differ within a model: one of each is enough to see the models
-    valid = []
-    for cfg in configs(*[(f"experiment={preset}", *job) for job in jobs
-                         if "seed=0" in job and "optimizer.lr=0.001" in job]):
-        try:
-            valid += [(None, part) for part in train.member_runs(cfg, train.plan(cfg))]
-        except ConfigError:
-            continue
-    outputs = {part.plan.num_outputs for _, part in valid}
-    assert len(outputs) == (2 if preset == "fair_grid_binary" else 1)  # binary: sigmoid/none 1 output, softmax 2
-    assert len(batching.groups(valid, max_members=64)) == len(outputs)
+    groups_of = ("experiment", "activation", "loss", "data.subset", "+extra")  # what is not a member's value
+    distinct = {tuple(o for o in job if o.split("=")[0] in groups_of) for job in jobs}
+    assert len(composed) == len(distinct) < len(jobs)  # once per group, not per job
+    assert len(grid) == 144 and {len(j) for j in grid} == {4}
+    for job, cfg in zip(jobs, taken):
+        assert OmegaConf.to_container(cfg) == OmegaConf.to_container(hydra_compose(master, job)), job
+        assert OmegaConf.to_yaml(cfg.hydra.overrides) == OmegaConf.to_yaml({"hydra": [], "task": job})
+    once.take(master, jobs[0])  # a config is handed out once; asked again, it is derived again
+    assert len(composed) == len(distinct)

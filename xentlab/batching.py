@@ -2,7 +2,7 @@
 
 Jobs that can share one training loop (same task and its options, data options, model
 architecture, batch size, epochs, optimizer) become the members of one model
-(``xentlab.module.Classifier``); they may differ in everything :data:`VARY` names. Binary
+(``xentlab.module.Classifier``); they may differ in everything :data:`xentlab.config.MEMBER_VARY` names. Binary
 members with one output (sigmoid, none) and with two (softmax) go to separate models. Each
 member is a normal MLflow run under the sweep's parent, and its job gets the same record
 (``xentlab.sweep``) as with any other launcher. Invalid cells are skipped before anything
@@ -19,14 +19,11 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 
 from xentlab import checkpoints, outcome, sweep, train
-from xentlab.config import batching_conflict
+from xentlab.config import MEMBER_VARY, batching_conflict
 from xentlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# What may differ between the members of one model (dotted config keys).
-VARY = ("activation", "loss", "seed", "seeds", "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
-        "model.init_scale", "logger.run_name")
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,10 @@ def refuse(cfg: Any) -> Optional[str]:
 
 
 def group_key(cfg: Any, p: train.Plan) -> str:
-    """Members with equal keys can train as one model: everything but :data:`VARY`, plus the
+    """Members with equal keys can train as one model: everything but ``MEMBER_VARY``, plus the
     number of outputs (a binary task's sigmoid and softmax heads differ in shape)."""
     shared = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    for dotted in VARY:
+    for dotted in MEMBER_VARY:
         *path, last = dotted.split(".")
         node = shared
         for part in path:

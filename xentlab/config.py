@@ -23,6 +23,10 @@ from xentlab.errors import ConfigError
 IDENTITY = ("task", "activation", "loss", "model", "optimizer", "seed", "seeds", "data.batch_size", "data.subset",
             "data.val_size", "trainer.compile", "trainer.precision", "trainer.select", "trainer.select_on",
             "trainer.patience")
+# What may differ between the members of one batched model (dotted config keys, with what lies
+# under them); everything else they share (``xentlab.batching``).
+MEMBER_VARY = ("activation", "loss", "seed", "seeds", "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
+               "model.init_scale", "logger.run_name")
 # What runs and checkpoints from before a key existed did, for the keys added since.
 BEFORE = {"trainer.select": "last", "trainer.select_on": None, "trainer.patience": None}
 

@@ -4,17 +4,23 @@ Hydra loads launchers only from the ``hydra_plugins`` package; this one prepares
 as Hydra's own launchers do (its folder, its saved config) and hands them to xentlab.
 """
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from xentlab.config import MEMBER_VARY
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +77,47 @@ class BatchedLauncher(Launcher):
 
 
 class ComposeOnce:
-    """Hydra's sweepers compose every job's config to validate a batch, then a launcher
-    composes it again (0.15 s a job here). This launcher runs its jobs in the sweeper's
-    process, so it keeps each validated config and takes it instead of composing anew."""
+    """Hydra's sweepers compose every job's config to validate a batch (0.15 s a job here), then
+    a launcher composes it again. This launcher runs its jobs in the sweeper's process, so it
+    keeps each validated config and takes it instead of composing anew. And a sweep's jobs
+    mostly differ in values its members may vary (``xentlab.config.MEMBER_VARY``: seed,
+    learning rate …): Hydra composes one config per distinct rest of the overrides, and each
+    job's config is a copy with its own values applied as Hydra's loader applies them."""
 
     def __init__(self, loader: ConfigLoader) -> None:
         self.compose = loader.load_sweep_config
+        self.is_group = getattr(loader, "repository").group_exists
+        self.parser = OverridesParser.create()
         self.kept: dict[tuple[str, ...], DictConfig] = {}
+        self.composed: dict[tuple[str, ...], DictConfig] = {}
         loader.load_sweep_config = self.keep
 
     def keep(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        cfg = self.compose(master_config, sweep_overrides)
-        self.kept[tuple(sweep_overrides)] = cfg
+        cfg = self.kept[tuple(sweep_overrides)] = self.derive(master_config, list(sweep_overrides))
         return cfg
 
     def take(self, master_config: DictConfig, overrides: list[str]) -> DictConfig:
         cfg = self.kept.pop(tuple(overrides), None)
-        return cfg if cfg is not None else self.compose(master_config, overrides)
+        return cfg if cfg is not None else self.derive(master_config, overrides)
+
+    def derive(self, master_config: DictConfig, overrides: list[str]) -> DictConfig:
+        parsed = self.parser.parse_overrides(overrides)
+        if any(o.is_hydra_override() for o in parsed):
+            return self.compose(master_config, overrides)
+        values = [o for o in parsed if self._member_value(o)]
+        rest = tuple(o.input_line for o in parsed if not self._member_value(o))
+        if rest not in self.composed:
+            self.composed[rest] = self.compose(master_config, list(rest))
+        cfg = copy.deepcopy(self.composed[rest])
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        cfg.hydra.overrides.task = [o.input_line for o in parsed]
+        dirname = cfg.hydra.job.config.override_dirname
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+        return cfg
+
+    def _member_value(self, o: Override) -> bool:
+        """A plain value that members of one model may differ in (not a config group's choice)."""
+        key = o.key_or_group
+        return (o.type == OverrideType.CHANGE and o.package is None and not o.is_sweep_override()
+                and any(key == v or key.startswith(f"{v}.") for v in MEMBER_VARY) and not self.is_group(key))
