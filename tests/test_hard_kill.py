@@ -245,6 +245,54 @@ def test_batched_sweep_killed_hard_after_its_first_model_trains_only_the_rest_wi
 
 
 @pytest.mark.slow
+def test_batched_model_killed_hard_goes_on_from_its_checkpoint_in_its_runs_with_resume_auto(store, tmp_path):
+    sweep = ("-m", "hydra/launcher=batched", "task=binary", "loss=bce,mse", "seed=0,1", "data.subset=2000",
+             "data.batch_size=32", "trainer.max_epochs=3", "trainer.log_every_n_steps=100", f"data.root={DATA_ROOT}",
+             "trainer.progress_bar=false", f"logger.tracking_uri={store}")
+    first = tmp_path / "first"
+    first.mkdir()
+    proc = subprocess.Popen(xentlab_cmd(*sweep, cwd=first), cwd=first, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    ckpt = first / "multirun" / "0" / "checkpoints" / "last.ckpt"  # the model's first member keeps it
+    for _ in range(6000):
+        if ckpt.is_file():
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)  # let the first epoch's checkpoint be written whole
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert ckpt.is_file(), "".join(lines)[-3000:]
+    client, runs = runs_in(store)
+    killed = {r.info.run_id for r in runs if r.data.tags.get("sweep") != "parent"}
+    assert len(killed) == 4 and all(r.info.status == "RUNNING" for r in runs)
+
+    again = tmp_path / "again"
+    again.mkdir()
+    out = subprocess.run(xentlab_cmd(*sweep, "resume=auto", cwd=again), cwd=again, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "xentlab sweep: 4 ran, 0 skipped, 0 failed" in out.stdout and "ran earlier" not in out.stdout
+    reference = subprocess.run(xentlab_cmd(*sweep, "logger.experiment=uninterrupted", cwd=tmp_path / "ref"),
+                               cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    client, runs = runs_in(store)
+    names = {r.info.experiment_id: client.get_experiment(r.info.experiment_id).name for r in runs}
+    resumed = {r.info.run_id: r for r in runs if names[r.info.experiment_id] != "uninterrupted"
+               and r.data.tags.get("sweep") != "parent"}
+    assert set(resumed) == killed  # the same four runs went on: none created, none left RUNNING
+    uninterrupted = {(r.data.tags["loss"], r.data.tags["seed"]): r for r in runs
+                     if names[r.info.experiment_id] == "uninterrupted" and r.data.tags.get("sweep") != "parent"}
+    for run in resumed.values():
+        assert run.info.status == "FINISHED" and run.data.tags["resumed_after"] == "KILLED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [0, 1, 2]
+        twin = uninterrupted[(run.data.tags["loss"], run.data.tags["seed"])]
+        for key in ("test/acc", "test/loss", "val/loss"):
+            assert run.data.metrics[key] == pytest.approx(twin.data.metrics[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.slow
 def test_four_runs_started_together_on_a_new_folder(mnist_root, tmp_path):
     """No logger.tracking_uri: each process creates MLflow's default ./mlflow.db, all at once."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "XENTLAB_"))}

@@ -70,14 +70,17 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
     """Plan every job, train the members model by model, write each job's record; returns
     the records by job number. What becomes of a job or a model is ``xentlab.outcome``'s
     policy, as for ``run.py``: a bad cell is skipped, a model that fails fails its jobs and
-    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops. With
-    ``resume=auto`` a member whose configuration has a FINISHED run is done already; the
-    others (none, KILLED, FAILED or stale) train from the start in new models."""
+    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops.
+
+    With ``resume=auto`` a member whose configuration has a FINISHED run is done already. A
+    model whose members all have unfinished runs here goes on from its checkpoint in those
+    runs; other unfinished members (KILLED, FAILED, stale) train from the start in new models."""
     if max_members < 1:
         raise ConfigError(f"hydra.launcher.max_members must be >= 1, got {max_members}")
     records: dict[int, dict[str, Any]] = {}
     runs: list[tuple[Job, train.MemberRun]] = []
     results: dict[int, list[dict[str, Any]]] = {}
+    unfinished: dict[int, Any] = {}  # id(run) -> its earlier run, which left a checkpoint
     trackers: dict[str, Any] = {}
     for job in jobs:
         with outcome.job(_record(job), sweeping=True) as record:
@@ -86,23 +89,26 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
                 raise ConfigError(reason)
             p = train.plan(job.cfg)
             members = train.member_runs(job.cfg, p, job.output_dir)
-            done = {id(run): _done(run, trackers) for run in members} if job.cfg.resume == "auto" else {}
-            results[job.num] = [d for d in done.values() if d is not None]
-            runs += [(job, run) for run in members if done.get(id(run)) is None]
-            if len(results[job.num]) == len(members):
+            found = {id(run): _earlier(run, trackers) for run in members} if job.cfg.resume == "auto" else {}
+            done = {id(run): f for run in members if isinstance(f := found.get(id(run)), checkpoints.Done)}
+            results[job.num] = [_result_of(run, done[id(run)]) for run in members if id(run) in done]
+            runs += [(job, run) for run in members if id(run) not in done]
+            unfinished.update({i: f for i, f in found.items() if i not in done and f is not None and f.checkpoint})
+            if len(done) == len(members):
                 record.update(_trained(p, results[job.num]))
         if "status" in record:
             records[job.num] = record
             _write(job, record)
-    models = groups(runs, max_members)
+    resumed, runs = _resumable(runs, unfinished)
+    models = resumed + [(model, None) for model in groups(runs, max_members)]
     already = sum(bool(r.get("already_done")) for r in records.values())
     log.info("batched launcher: %d jobs (%d skipped, %d done earlier), %d runs as %d model(s) of at most %d members",
-             len(jobs), len(records) - already, already, len(runs), len(models), max_members)
+             len(jobs), len(records) - already, already, sum(len(m) for m, _ in models), len(models), max_members)
     with outcome.stops_on_interrupt():  # also between models
-        for n, model in enumerate(models, 1):
-            _describe(n, len(models), model)
+        for n, (model, resume) in enumerate(models, 1):
+            _describe(n, len(models), model, resume)
             with outcome.job({}, sweeping=True) as failed:
-                trained = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg))
+                trained = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg), resume=resume)
                 by_run = {id(run): result for run, result in trained}
                 for job, run in model:
                     results[job.num].append(by_run[id(run)])
@@ -113,16 +119,39 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
     return records
 
 
-def _done(run: train.MemberRun, trackers: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """``resume=auto``: the member's result from its FINISHED run, or None (it trains). A sweep's
-    members share a store, so its tracker is made once."""
+def _earlier(run: train.MemberRun, trackers: dict[str, Any]) -> Any:
+    """``resume=auto``: the member's FINISHED run (``checkpoints.Done``), else its unfinished one
+    or None. A sweep's members share a store, so its tracker is made once."""
     logger = json.dumps(OmegaConf.to_container(run.cfg.logger, resolve=True, enum_to_str=True), sort_keys=True)
     tracker = trackers.get(logger) or trackers.setdefault(logger, train.tracker_for(run.cfg))
-    found = checkpoints.earlier(OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True), tracker)
-    if not isinstance(found, checkpoints.Done):
-        return None
-    return {"seed": run.seed, "run_name": run.plan.run_names[run.seed], "run_id": found.run_id,
-            "metrics": found.metrics, "already_done": True}
+    return checkpoints.earlier(OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True), tracker)
+
+
+def _result_of(run: train.MemberRun, done: checkpoints.Done) -> dict[str, Any]:
+    return {"seed": run.seed, "run_name": run.plan.run_names[run.seed], "run_id": done.run_id,
+            "metrics": done.metrics, "already_done": True}
+
+
+def _resumable(runs: list[tuple[Job, train.MemberRun]], unfinished: dict[int, Any]
+               ) -> tuple[list[tuple[list[tuple[Job, train.MemberRun]], checkpoints.Resume]],
+                          list[tuple[Job, train.MemberRun]]]:
+    """(models that go on from their checkpoint, the runs left to group). A model goes on when
+    each of the runs its checkpoint names is the unfinished run of a member here; its members
+    keep their order, so the checkpoint's weights and optimizer state fit them."""
+    by_checkpoint: dict[str, dict[str, tuple[Job, train.MemberRun]]] = {}
+    for job, run in runs:
+        if id(run) in unfinished:
+            found = unfinished[id(run)]
+            by_checkpoint.setdefault(found.checkpoint, {})[found.run_id] = (job, run)
+    resumed, taken = [], set()
+    for path, members in by_checkpoint.items():
+        resume = checkpoints.of_model(path)
+        if resume is not None and set(resume.run_ids) == set(members):
+            resumed.append(([members[run_id] for run_id in resume.run_ids], resume))
+            taken |= set(members)
+            log.info("resume=auto: %d run(s) go on from %s (%d epochs done)", len(members), path, resume.epochs_done)
+    return resumed, [(job, run) for job, run in runs if id(run) not in unfinished
+                     or unfinished[id(run)].run_id not in taken]
 
 
 def _trained(p: train.Plan, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,11 +166,12 @@ def _record(job: Job) -> dict[str, Any]:
     return {"job": job.num, "overrides": list(job.overrides)}
 
 
-def _describe(n: int, of: int, model: list[tuple[Job, train.MemberRun]]) -> None:
+def _describe(n: int, of: int, model: list[tuple[Job, train.MemberRun]], resume: Optional[checkpoints.Resume]) -> None:
     cells = sorted({f"{p.plan.activation}+{p.plan.loss}" for _, p in model})
     lrs = sorted({float(p.cfg.optimizer.lr) for _, p in model})
-    log.info("model %d/%d: %d members (%s; lr %s; seeds %s)", n, of, len(model), ", ".join(cells),
-             ", ".join(f"{lr:g}" for lr in lrs), ",".join(sorted({str(p.seed) for _, p in model}, key=int)))
+    log.info("model %d/%d: %d members (%s; lr %s; seeds %s)%s", n, of, len(model), ", ".join(cells),
+             ", ".join(f"{lr:g}" for lr in lrs), ",".join(sorted({str(p.seed) for _, p in model}, key=int)),
+             f", going on after epoch {resume.epochs_done}" if resume else "")
 
 
 def _finish(model: list[tuple[Job, train.MemberRun]], results: dict[int, list[dict[str, Any]]],

@@ -15,7 +15,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -32,10 +32,12 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class RunRecord(Callback):
-    """Writes the run's config and MLflow run id into every checkpoint."""
+    """Writes the run's config and MLflow run id into every checkpoint; a batched model's
+    (``members``), each member's run id in model order, so its sweep can go on with them."""
 
-    def __init__(self, config: Mapping[str, Any], run_id: Optional[str]):
-        self.record = {"config": dict(config), "run_id": run_id}
+    def __init__(self, config: Mapping[str, Any], run_ids: Sequence[Optional[str]]):
+        self.record = {"config": dict(config), "run_id": run_ids[0] if len(run_ids) == 1 else None,
+                       "members": list(run_ids)}
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[KEY] = self.record
@@ -50,8 +52,12 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Resume:
     path: Path
-    run_id: Optional[str]
+    run_ids: tuple[Optional[str], ...]  # the MLflow run each member goes on logging into, in model order
     epochs_done: int
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.run_ids[0]
 
 
 def locate(resume: str, checkpoint_of_run: Callable[[str], Optional[str]]) -> Path:
@@ -81,20 +87,40 @@ def locate(resume: str, checkpoint_of_run: Callable[[str], Optional[str]]) -> Pa
 def load(resume: str, config: Mapping[str, Any], checkpoint_of_run: Callable[[str], Optional[str]]) -> Resume:
     """Find and read the checkpoint; raise ConfigError unless ``config`` describes the same experiment."""
     path = locate(resume, checkpoint_of_run)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ConfigError(f"resume={resume}: cannot read checkpoint {path}: {exc}") from exc
-    record = state.get(KEY)
-    if record is None:
-        raise ConfigError(f"resume={resume}: {path} is not a xentlab checkpoint (no run record in it)")
+    state, record = _read(path, f"resume={resume}")
+    if len(record.get("members", ())) > 1:
+        raise ConfigError(f"resume={resume}: {path} is the checkpoint of a batched model of "
+                          f"{len(record['members'])} runs; rerun its sweep with resume=auto to go on with them")
     differences = [f"{key}: checkpoint has {old!r}, this command has {new!r}" for key in IDENTITY
                    for old, new in [(_get(record["config"], key, BEFORE.get(key)), _get(config, key, BEFORE.get(key)))]
                    if old != new]
     if differences:
         raise ConfigError(f"resume={resume}: the checkpoint belongs to a different experiment; "
                           f"run with its settings. Differences: {'; '.join(differences)}")
-    return Resume(path, record["run_id"], int(state.get("epoch", -1)) + 1)
+    return Resume(path, (record["run_id"],), int(state.get("epoch", -1)) + 1)
+
+
+def of_model(path: str | Path) -> Optional[Resume]:
+    """A model's checkpoint as its members' runs and the epochs done (None: unreadable, or a
+    member without a run)."""
+    try:
+        state, record = _read(Path(path), "resume=auto")
+    except ConfigError as exc:
+        log.warning("%s", exc)
+        return None
+    members = tuple(record.get("members") or [record.get("run_id")])
+    return Resume(Path(path), members, int(state.get("epoch", -1)) + 1) if None not in members else None
+
+
+def _read(path: Path, why: str) -> tuple[dict, dict]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"{why}: cannot read checkpoint {path}: {exc}") from exc
+    record = state.get(KEY)
+    if record is None:
+        raise ConfigError(f"{why}: {path} is not a xentlab checkpoint (no run record in it)")
+    return state, record
 
 
 @dataclass(frozen=True)

@@ -60,34 +60,35 @@ class DeviceData(pl.LightningDataModule):
         super().__init__()
         self.splits = splits
         self.targets = {name: tuple(targets[name]) for name in ("train", "val", "test")}
-        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.batch_size, self.eval_batch_size, self.seeds = batch_size, eval_batch_size, [seed]
         self._on: dict[str, tuple[Tensor, ...]] = {}
-        self._generator: Optional[torch.Generator] = None
-        self._generator_state: Optional[Tensor] = None
+        self._generators: list[torch.Generator] = []
+        self._generator_states: Optional[list[Tensor]] = None
 
     def _shard(self) -> dict[str, int]:
         t = self.trainer
         return {"rank": t.global_rank, "world": t.world_size} if t is not None else {}
 
-    def generator(self) -> torch.Generator:
-        """The training order's generator; its state travels in checkpoints, so a resumed
-        run sees the data in the same order as an uninterrupted one."""
+    def generators(self) -> list[torch.Generator]:
+        """The training order's generators, one per member's seed; their state travels in
+        checkpoints, so a resumed run sees the data in the same order as an uninterrupted one."""
         device = self._on["train"][0].device
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
-        if self._generator_state is not None:
-            self._generator.set_state(self._generator_state)
-            self._generator_state = None
-        return self._generator
+        if not self._generators or self._generators[0].device != device:
+            self._generators = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
+        if self._generator_states is not None:
+            for g, state in zip(self._generators, self._generator_states, strict=True):
+                g.set_state(state)
+            self._generator_states = None
+        return self._generators
 
     def state_dict(self) -> dict:
-        return {"generator": self._generator.get_state()} if self._generator is not None else {}
+        return {"generators": [g.get_state() for g in self._generators]} if self._generators else {}
 
     def load_state_dict(self, state: dict) -> None:
-        if "generator" in state:
-            self._generator_state = state["generator"]
-            if self._generator is not None:  # Lightning may build the batches before it restores
-                self.generator()
+        if "generators" in state or "generator" in state:  # "generator": a checkpoint from before K > 1 resumed
+            self._generator_states = state.get("generators") or [state["generator"]]
+            if self._generators:  # Lightning may build the batches before it restores
+                self.generators()
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -102,7 +103,7 @@ class DeviceData(pl.LightningDataModule):
         return batch if batch[0].device == device else super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._on["train"], self.batch_size, shuffle=True, generator=self.generator(),
+        return TensorBatches(self._on["train"], self.batch_size, shuffle=True, generator=self.generators()[0],
                              **self._shard())
 
     def val_dataloader(self) -> TensorBatches:
@@ -116,11 +117,9 @@ class MemberBatches:
     """Training batches for K members at once, each tensor shaped ``(K, B, ...)``: member k
     draws its permutation from its own generator, as a run with its seed alone would."""
 
-    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, seeds: Sequence[int]):
-        self.tensors, self.batch_size = tensors, batch_size
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, generators: Sequence[torch.Generator]):
+        self.tensors, self.batch_size, self.generators = tensors, batch_size, generators
         self.n = len(tensors[0])
-        device = tensors[0].device
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
@@ -143,4 +142,4 @@ class MemberData(DeviceData):
         self.seeds = list(seeds)
 
     def train_dataloader(self) -> MemberBatches:
-        return MemberBatches(self._on["train"], self.batch_size, self.seeds)
+        return MemberBatches(self._on["train"], self.batch_size, self.generators())

@@ -152,7 +152,7 @@ def train(runs: Sequence[MemberRun], tracker, *, resume: Optional[checkpoints.Re
     optimizer (``xentlab.batching.group_key``) as one model, each logged to its own run.
     Returns (run, result) pairs; a member whose loss diverged has ``error`` and its run
     ended FAILED, while the others finished."""
-    runs = sorted(runs, key=by_optimizer_settings)
+    runs = sorted(runs, key=by_optimizer_settings)  # stable: a resumed model's members keep their order
     first = runs[0]
     for r in runs:
         if r.plan.cell.status is compat.Status.QUESTIONABLE:
@@ -161,9 +161,9 @@ def train(runs: Sequence[MemberRun], tracker, *, resume: Optional[checkpoints.Re
     module, data = build(runs)
     checkpoint_dir = _checkpoint_dir(first.output_dir) if first.cfg.trainer.checkpoint else None
     descriptions = {i: describe(r, checkpoint_dir, len(runs)) for i, r in enumerate(runs)}
-    with tracker.open(descriptions, resume_run_id=resume.run_id if resume else None) as session:
+    with tracker.open(descriptions, resume_run_ids=dict(enumerate(resume.run_ids)) if resume else None) as session:
         record = checkpoints.RunRecord(OmegaConf.to_container(first.cfg, resolve=True, enum_to_str=True),
-                                       session.run_ids[0] if len(runs) == 1 else None)
+                                       [session.run_ids[i] for i in range(len(runs))])
         trainer, interrupt = make_trainer(first.cfg, first.plan, session.logger,
                                           [record, *session.callbacks, *callbacks], first.output_dir)
         session.set_tags(_device_tags(trainer))

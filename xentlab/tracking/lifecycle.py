@@ -64,7 +64,7 @@ class NoTracking:
 
     @contextmanager
     def open(self, descriptions: Mapping[int, RunDescription], *,
-             resume_run_id: Optional[str] = None) -> Iterator[Session]:
+             resume_run_ids: Optional[Mapping[int, Optional[str]]] = None) -> Iterator[Session]:
         yield Session(False, {m: None for m in descriptions})
 
 
@@ -86,12 +86,13 @@ class MlflowTracking:
 
     @contextmanager
     def open(self, descriptions: Mapping[int, RunDescription], *,
-             resume_run_id: Optional[str] = None) -> Iterator[Session]:
-        """A run per member; the model logs each member's values under its key (``xentlab.metric_keys``)."""
+             resume_run_ids: Optional[Mapping[int, Optional[str]]] = None) -> Iterator[Session]:
+        """A run per member (or the member's earlier run, reopened, when resuming); the model logs
+        each member's values under its key (``xentlab.metric_keys``)."""
         from xentlab.tracking.lightning import MemberRoutingLogger
 
         with ExitStack() as stack:
-            runs = {m: stack.enter_context(tracked_run(self.uri, self.experiment, d, resume_run_id))
+            runs = {m: stack.enter_context(tracked_run(self.uri, self.experiment, d, (resume_run_ids or {}).get(m)))
                     for m, d in descriptions.items()}
             logger = MemberRoutingLogger({m: r.logger for m, r in runs.items()})
 
