@@ -75,10 +75,14 @@ class MlflowTracking:
         self.uri = store.check_store(tracking_uri)  # fail fast, before any data or training time
         self.experiment = os.environ.get(store.ENV_EXPERIMENT, experiment)  # a sweep keeps its runs together
         self.stale_after = stale_after
+        self.known: Optional[list] = None
 
     def previous(self, identity: Mapping[str, Any]) -> Optional[store.Previous]:
-        """``resume=auto``: the earlier run of this configuration (``store.previous_run``)."""
-        return store.previous_run(self.uri, self.experiment, identity, self.stale_after)
+        """``resume=auto``: the earlier run of this configuration (``store.previous_run``), among
+        the experiment's runs as the first lookup found them (a batched sweep looks up each member)."""
+        if self.known is None:
+            self.known = store.experiment_runs(self.uri, self.experiment)
+        return store.previous_run(self.uri, self.experiment, identity, self.stale_after, self.known)
 
     def checkpoint_of(self, run_id: str) -> Optional[str]:
         """``resume=<run id>``: the checkpoint that run recorded."""
