@@ -142,16 +142,30 @@ def xentlab_cmd(*overrides, cwd: Path):
             f"hydra.run.dir={cwd}/outputs"]
 
 
+def ran(*overrides, cwd: Path) -> subprocess.CompletedProcess:
+    """``python run.py <overrides>`` run to its end in a new folder ``cwd``; it must exit 0."""
+    cwd.mkdir()
+    out = subprocess.run(xentlab_cmd(*overrides, cwd=cwd), cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def started(*overrides, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
+    """``python run.py <overrides>`` started in a new folder ``cwd``, and its output as it comes
+    (the pipe kept drained, so the test can kill it at the moment it chooses)."""
+    cwd.mkdir()
+    proc = subprocess.Popen(xentlab_cmd(*overrides, cwd=cwd), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    return proc, lines
+
+
 @pytest.mark.slow
 def test_sweep_killed_hard_goes_on_with_resume_auto(mnist_root, store, tmp_path):
     first = tmp_path / "first"
-    first.mkdir()
-    proc = subprocess.Popen(xentlab_cmd(*SWEEP, f"logger.tracking_uri={store}", cwd=first), cwd=first,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, lines = started(*SWEEP, f"logger.tracking_uri={store}", cwd=first)
     ckpt = first / "multirun" / "1" / "checkpoints" / "last.ckpt"
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # keep the pipe drained
     for _ in range(6000):  # job #1 (loss=bce seed=1): killed the moment its first checkpoint exists
         if ckpt.is_file():
             break
@@ -163,11 +177,7 @@ def test_sweep_killed_hard_goes_on_with_resume_auto(mnist_root, store, tmp_path)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "RUNNING", "RUNNING"]  # job 0, job 1, parent
     (done_before,) = [r for r in runs if r.info.status == "FINISHED"]
 
-    again = tmp_path / "again"
-    again.mkdir()
-    out = subprocess.run(xentlab_cmd(*SWEEP, f"logger.tracking_uri={store}", "resume=auto", cwd=again), cwd=again,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = ran(*SWEEP, f"logger.tracking_uri={store}", "resume=auto", cwd=tmp_path / "again")
     assert "xentlab sweep: 4 ran, 0 skipped, 0 failed" in out.stdout
     assert "(1 of those ran earlier" in out.stdout
     client, runs = runs_in(store)
@@ -203,13 +213,7 @@ BATCHED = ("-m", "hydra/launcher=batched", "hydra.launcher.max_members=4", "task
 
 @pytest.mark.slow
 def test_batched_sweep_killed_hard_after_its_first_model_trains_only_the_rest_with_resume_auto(store, tmp_path):
-    first = tmp_path / "first"
-    first.mkdir()
-    proc = subprocess.Popen(xentlab_cmd(*BATCHED, f"logger.tracking_uri={store}", cwd=first), cwd=first,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    proc, lines = started(*BATCHED, f"logger.tracking_uri={store}", cwd=tmp_path / "first")
     finished: list = []
     for _ in range(3000):  # killed the moment the first model's four runs are FINISHED
         if (store_file := Path(store.removeprefix("sqlite:///"))).is_file():
@@ -224,11 +228,7 @@ def test_batched_sweep_killed_hard_after_its_first_model_trains_only_the_rest_wi
     finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
     assert len(finished) < 12 and [r for r in runs if r.info.status == "RUNNING"]  # killed mid-sweep
 
-    again = tmp_path / "again"
-    again.mkdir()
-    out = subprocess.run(xentlab_cmd(*BATCHED, f"logger.tracking_uri={store}", "resume=auto", cwd=again), cwd=again,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = ran(*BATCHED, f"logger.tracking_uri={store}", "resume=auto", cwd=tmp_path / "again")
     assert "xentlab sweep: 12 ran, 0 skipped, 0 failed" in out.stdout
     assert f"({len(finished)} of those ran earlier" in out.stdout
     client, runs = runs_in(store)
@@ -250,11 +250,7 @@ def test_batched_model_killed_hard_goes_on_from_its_checkpoint_in_its_runs_with_
              "data.batch_size=32", "trainer.max_epochs=3", "trainer.log_every_n_steps=100", f"data.root={DATA_ROOT}",
              "trainer.progress_bar=false", f"logger.tracking_uri={store}")
     first = tmp_path / "first"
-    first.mkdir()
-    proc = subprocess.Popen(xentlab_cmd(*sweep, cwd=first), cwd=first, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    proc, lines = started(*sweep, cwd=first)
     ckpt = first / "multirun" / "0" / "checkpoints" / "last.ckpt"  # the model's first member keeps it
     for _ in range(6000):
         if ckpt.is_file():
@@ -268,15 +264,9 @@ def test_batched_model_killed_hard_goes_on_from_its_checkpoint_in_its_runs_with_
     killed = {r.info.run_id for r in runs if r.data.tags.get("sweep") != "parent"}
     assert len(killed) == 4 and all(r.info.status == "RUNNING" for r in runs)
 
-    again = tmp_path / "again"
-    again.mkdir()
-    out = subprocess.run(xentlab_cmd(*sweep, "resume=auto", cwd=again), cwd=again, capture_output=True, text=True,
-                         timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = ran(*sweep, "resume=auto", cwd=tmp_path / "again")
     assert "xentlab sweep: 4 ran, 0 skipped, 0 failed" in out.stdout and "ran earlier" not in out.stdout
-    reference = subprocess.run(xentlab_cmd(*sweep, "logger.experiment=uninterrupted", cwd=tmp_path / "ref"),
-                               cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    ran(*sweep, "logger.experiment=uninterrupted", cwd=tmp_path / "ref")
     client, runs = runs_in(store)
     names = {r.info.experiment_id: client.get_experiment(r.info.experiment_id).name for r in runs}
     resumed = {r.info.run_id: r for r in runs if names[r.info.experiment_id] != "uninterrupted"
