@@ -13,6 +13,8 @@ import threading
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
+from xentlab import cluster
+
 EXIT_CODE = 130  # the shell's code for "stopped by a signal"
 
 
@@ -27,10 +29,15 @@ def interrupted(exc: BaseException) -> bool:
 
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` (in the main thread; elsewhere nothing changes)."""
+    """While inside, SIGTERM raises :class:`Terminated` (in the main thread; elsewhere nothing changes).
+    Inside a SLURM job it names the job, and the signals that follow it (srun passes one on, the
+    scheduler may send more) are ignored: the job is ending, and its run and record must be written."""
 
     def on_sigterm(signum, frame):
-        raise Terminated("SIGTERM")
+        if not cluster.in_job():
+            raise Terminated("SIGTERM")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(f"SIGTERM in SLURM job {cluster.job_id()} (scancel, time limit or preemption)")
 
     try:
         previous = signal.signal(signal.SIGTERM, on_sigterm)

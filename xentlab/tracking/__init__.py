@@ -29,6 +29,7 @@ from xentlab.tracking.store import (  # noqa: F401  (the package's public face)
     experiment_ids,
     flatten,
     flush,
+    heartbeat,
     log_params,
     log_values,
     newest_sweep,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from xentlab import cluster
 from xentlab.config import BEFORE
 from xentlab.errors import ConfigError, TrackingUnavailable
 
@@ -32,8 +33,19 @@ def set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
 
 
 def process_tags() -> dict[str, str]:
-    """Who runs a run: a RUNNING run whose process is gone can then be found and ended."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), "heartbeat": f"{time.time():.0f}"}
+    """Who runs a run: a RUNNING run whose process (or SLURM job) is gone can then be found and
+    ended; the SLURM ids also join a run with ``sacct``."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "heartbeat": f"{time.time():.0f}",
+            **cluster.job_tags()}
+
+
+def heartbeat(client, run_ids: list[str], synchronous: bool = True) -> None:
+    """Refresh the runs' ``heartbeat`` tag: they are alive (:func:`stale_reason`)."""
+    from mlflow.entities import RunTag
+
+    now = RunTag("heartbeat", f"{time.time():.0f}")
+    for run_id in run_ids:
+        client.log_batch(run_id, tags=[now], synchronous=synchronous)
 
 
 def create_run(client, experiment: str, name: str, tags: Mapping[str, Any]) -> str:
@@ -273,12 +285,16 @@ def _alive(pid: int) -> bool:
 
 
 def stale_reason(run, stale_after: float, now: Optional[float] = None) -> Optional[str]:
-    """Why a RUNNING run cannot be alive any more, or None. On this host: its process is gone.
-    On another host (or with no host recorded): no heartbeat for ``stale_after`` seconds (a run
-    from before heartbeats counts from its start)."""
+    """Why a RUNNING run cannot be alive any more, or None. From a SLURM job the scheduler
+    answers: its job has ended. On this host: its process is gone. On another host (or with no
+    host recorded, or no scheduler to ask): no heartbeat for ``stale_after`` seconds (a run from
+    before heartbeats counts from its start)."""
     if run.info.status != "RUNNING":
         return None
     tags = run.data.tags
+    state = cluster.job_state(tags["slurm_job_id"]) if tags.get("slurm_job_id") else None
+    if state is not None:
+        return None if state in cluster.LIVE else f"its SLURM job {tags['slurm_job_id']} has ended ({state})"
     if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit():
         return None if _alive(int(tags["pid"])) else f"its process {tags['pid']} on {tags['host']} is gone"
     last = float(tags["heartbeat"]) if tags.get("heartbeat") else run.info.start_time / 1000
