@@ -13,6 +13,7 @@ survives its jobs (conf/hydra/launcher/slurm.yaml names this class).
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -27,8 +28,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 log = logging.getLogger(__name__)
 POLL_S = 2.0  # how often the submitting process looks for results
 QUEUE_POLL_S = 10.0  # how often it asks squeue whether a job without a result still lives
-HEARTBEAT_S = 60.0  # how often it refreshes the parent run's heartbeat
-GRACE_S = 30.0  # how long a result may take to appear after its job left the queue
+HEARTBEAT_S = 60.0  # how often it refreshes the parent run's heartbeat (more often with a short logger.stale_after)
+GRACE_S = 15.0  # how long a result may take to appear after its job left the queue (a slow shared disk)
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
@@ -37,6 +38,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         import submitit
 
         from xentlab import outcome
+        from xentlab.errors import ConfigError
 
         assert self.config is not None
         executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
@@ -51,7 +53,12 @@ class SlurmLauncher(SubmititSlurmLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         with outcome.stops_on_interrupt():
-            jobs = executor.map_array(self, *zip(*params))
+            try:
+                jobs = executor.map_array(self, *zip(*params))
+            except submitit.core.utils.FailedJobError as exc:  # sbatch said no: resources the cluster lacks
+                print(f"xentlab: error: SLURM refused the sweep's jobs: {str(exc).strip().splitlines()[-1]}",
+                      file=sys.stderr, flush=True)
+                sys.exit(ConfigError.exit_code)
             try:
                 return self.collect(jobs, job_overrides, initial_job_idx)
             except BaseException:
@@ -69,6 +76,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         gone_since: dict[int, float] = {}
         parent = os.environ.get(tracking.ENV_PARENT)
         store = tracking.client() if parent else None
+        every = min(HEARTBEAT_S, float(self.config.logger.get("stale_after", HEARTBEAT_S)) / 5)
         next_queue = next_beat = time.monotonic()
         while len(results) < len(jobs):
             for i, job in enumerate(jobs):
@@ -85,7 +93,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 next_queue = now + QUEUE_POLL_S
             if store is not None and now >= next_beat:
                 tracking.heartbeat(store, [parent])
-                next_beat = now + HEARTBEAT_S
+                next_beat = now + every
             if len(results) < len(jobs):
                 time.sleep(POLL_S)
         return [results[i] for i in range(len(jobs))]

@@ -363,10 +363,16 @@ def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping
 
 
 def end_sweep(parent: str, *, status: str, summary: Mapping[str, Any], report_md: str) -> None:
-    """Attach the sweep summary to the parent run and give it its final status."""
+    """Attach the sweep summary to the parent run and give it its final status. Runs of the sweep
+    that a killed job left RUNNING (SIGKILL, out of memory) are ended KILLED first, where they are
+    known to be stale (:func:`stale_reason`)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(os.environ[ENV_URI])
+    exp_id = client.get_run(parent).info.experiment_id
+    running = search_all(client, [exp_id], f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent}'")
+    end_stale(client, [(run, why) for run in running if (why := stale_reason(run, float("inf")))],
+              by="the end of its sweep")
     set_tags(client, parent, {f"sweep_{k}": v for k, v in summary.get("counts", {}).items()})
     client.log_text(parent, json.dumps(summary, indent=2), "sweep_summary.json")
     client.log_text(parent, report_md, "sweep_summary.md")
