@@ -1,22 +1,33 @@
 """SLURM, in one place: whether this process is a cluster job, what the scheduler says about
-jobs, cancelling them.
+jobs, submitting jobs through submitit and waiting for them.
 
 Runs record their job (:func:`job_tags`) so that MLflow joins with ``sacct`` and a run
 whose job is gone is known to be stale (``tracking.store.stale_reason``); a SIGTERM inside
-a job ends that job, not the sweep (``xentlab.outcome``); the submitting process waits on
-and cancels its jobs (``hydra/launcher=slurm``, ``hydra_plugins/xentlab_submitit``).
+a job ends that job, not the sweep (``xentlab.outcome``). The submitting process
+(``hydra/launcher=slurm``, ``hydra_plugins/xentlab_submitit``; the batched launcher's
+models with ``hydra.launcher.executor=slurm``, :func:`train_models`) waits on its jobs with
+:func:`wait`: a job that left no result is a failed job, and stopping the process cancels them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
-from typing import Iterable, Optional
+import time
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from xentlab.errors import ClusterJobFailed, ConfigError
+
+log = logging.getLogger(__name__)
 
 # squeue/sacct states of a job that is queued or running (any other state: it is over)
 LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
         "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 TIMEOUT = 20  # seconds a scheduler command may take
+POLL_S = 2.0  # how often the submitting process looks for results
+QUEUE_POLL_S = 10.0  # how often it asks squeue whether a job without a result still lives
+GRACE_S = 15.0  # how long a result may take to appear after its job left the queue (a slow shared disk)
 
 
 def in_job() -> bool:
@@ -76,3 +87,120 @@ def cancel(job_ids: Iterable[str]) -> None:
     ids = list(job_ids)
     if ids:
         _run(["scancel", *ids])
+
+
+def executor(params: Mapping[str, Any]):
+    """A submitit SLURM executor from hydra-submitit-launcher's ``SlurmQueueConf`` fields (resolved)."""
+    import submitit
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    ex = submitit.AutoExecutor(cluster="slurm", folder=params["submitit_folder"],
+                               slurm_max_num_timeout=params.get("max_num_timeout", 0))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    ex.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                            if k not in ("submitit_folder", "max_num_timeout", "_target_")})
+    return ex
+
+
+def submit(ex, fn: Callable, *args: Sequence[Any]) -> list:
+    """``ex.map_array``; sbatch refusing the jobs (resources the cluster lacks) is a ConfigError."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return ex.map_array(fn, *args)
+    except FailedJobError as exc:
+        raise ConfigError(f"SLURM refused the sweep's jobs: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def wait(jobs: Sequence[Any], heartbeat_every: float = 60.0) -> list[Any]:
+    """Each job's result as it comes; in place of a job that returned none, a :class:`ClusterJobFailed`
+    (not raised): "no result: killed?" when the job left the queue without one (SIGKILL, out of
+    memory, a lost node; also without accounting, where submitit alone would wait for ever).
+    Meanwhile the sweep's parent run keeps its heartbeat; stopping this process (SIGTERM under
+    ``interrupts.sigterm_raises``, Ctrl-C) cancels every job not yet done."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from xentlab import tracking
+
+    results: dict[int, Any] = {}
+    gone_since: dict[int, float] = {}
+    parent = os.environ.get(tracking.ENV_PARENT)
+    store = tracking.client() if parent else None
+    next_queue = next_beat = time.monotonic()
+
+    def lost(job) -> ClusterJobFailed:
+        return ClusterJobFailed(f"no result: killed? (SLURM job {job.job_id}: {job_state(job.job_id)}; "
+                                f"log {job.paths.stderr})")
+
+    def result(job) -> Any:
+        try:
+            return job.results()[0]
+        except UncompletedJobError:
+            return lost(job)
+        except FailedJobError as exc:  # raised outside xentlab's own policy (e.g. the job could not start)
+            last = [line for line in str(exc).splitlines() if line.strip()][-1:] or ["?"]
+            return ClusterJobFailed(f"SLURM job {job.job_id} failed: {last[0]}")
+
+    try:
+        while len(results) < len(jobs):
+            for i, job in enumerate(jobs):
+                if i not in results and job.paths.result_pickle.exists():
+                    results[i] = result(job)
+            now = time.monotonic()
+            if now >= next_queue and len(results) < len(jobs):
+                states = queue({job.job_id.split("_")[0] for job in jobs}, array_form=True)
+                for i, job in enumerate(jobs):
+                    if i in results or states is None or states.get(job.job_id) in LIVE:
+                        continue
+                    if now - gone_since.setdefault(i, now) >= GRACE_S and not job.paths.result_pickle.exists():
+                        results[i] = lost(job)
+                        log.error("%s", results[i])
+                next_queue = now + QUEUE_POLL_S
+            if store is not None and now >= next_beat:
+                tracking.heartbeat(store, [parent])
+                next_beat = now + heartbeat_every
+            if len(results) < len(jobs):
+                time.sleep(POLL_S)
+    except BaseException:
+        left = [job for i, job in enumerate(jobs) if i not in results]
+        log.error("stopped: cancelling %d SLURM job(s)", len(left))
+        cancel(job.job_id for job in left)
+        raise
+    return [results[i] for i in range(len(jobs))]
+
+
+def train_models(models: Sequence[Sequence[Any]], params: Mapping[str, Any]) -> list[Callable[[], list]]:
+    """The batched launcher's models (lists of ``train.MemberRun``) trained as one SLURM job each,
+    at once; returns, per model, what ``train.train`` would have returned, or raises the job's error."""
+    ex = executor(params)
+    jobs = submit(ex, _train_here, [list(m) for m in models])
+    log.info("batched launcher: %d model(s) submitted as SLURM array job %s", len(jobs),
+             jobs[0].job_id.split("_")[0] if jobs else "-")
+    every = min(60.0, float(models[0][0].cfg.logger.get("stale_after", 300)) / 5) if models else 60.0
+    outcomes = wait(jobs, every)
+
+    def getter(model: Sequence[Any], got: Any) -> Callable[[], list]:
+        def get() -> list:
+            if isinstance(got, BaseException):
+                raise got
+            failed, done = got
+            if failed:
+                raise ClusterJobFailed(failed["reason"])
+            return [(model[i], result) for i, result in done]
+        return get
+
+    return [getter(m, got) for m, got in zip(models, outcomes)]
+
+
+def _train_here(runs: list) -> tuple[dict[str, Any], list[tuple[int, Any]]]:
+    """A cluster job: one batched model, under xentlab's policy for a job (``outcome.job``: a
+    SIGTERM ends its runs KILLED and returns a failed record). Results name members by position."""
+    from xentlab import outcome, train
+
+    where = {id(r): i for i, r in enumerate(runs)}
+    done: list[tuple[int, Any]] = []
+    with outcome.job({}, sweeping=True) as failed:
+        done = [(where[id(r)], result) for r, result in train.train(runs, train.tracker_for(runs[0].cfg))]
+    return failed, done
