@@ -187,3 +187,35 @@ def test_resources_the_cluster_lacks_are_refused_in_one_line(store, tmp_path):
                                                    "permitted")
     _, runs = runs_in(store)
     assert [r.info.status for r in runs] == ["KILLED"]  # the parent; no job ran
+
+
+def test_batched_groups_as_cluster_jobs_match_the_in_process_batched_launcher(mnist_root, tmp_path):
+    grid = ("-m", "hydra/launcher=batched", "task=binary", "loss=bce,mse", "seed=0", "trainer.max_epochs=1,2",
+            "data.subset=500")  # two models (max_epochs differs), two members each
+    cluster_store, here_store = f"sqlite:///{tmp_path / 'cluster.db'}", f"sqlite:///{tmp_path / 'here.db'}"
+    out = run_xentlab(*grid, "hydra.launcher.executor=slurm", "hydra.launcher.slurm.cpus_per_task=1",
+                      "hydra.launcher.slurm.mem_gb=4", f"logger.tracking_uri={cluster_store}", cwd=tmp_path / "cluster")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "xentlab sweep: 4 ran, 0 skipped, 0 failed" in out.stdout
+    here = run_xentlab(*grid, f"logger.tracking_uri={here_store}", cwd=tmp_path / "here")
+    assert here.returncode == 0, here.stderr[-3000:]
+    _, runs = runs_in(cluster_store)
+    parent, kids = parent_of(runs), children(runs)
+    assert parent.info.status == "FINISHED" and len(kids) == 4 and all(r.info.status == "FINISHED" for r in kids)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in kids)
+    # one cluster job per model: members of a model share their job, sacct saw two jobs complete
+    jobs = {r.data.params["trainer.max_epochs"]: r.data.tags["slurm_job_id"] for r in kids}
+    assert len(set(jobs.values())) == 2
+    assert {r.data.tags["slurm_job_id"] for r in kids if r.data.params["trainer.max_epochs"] == "2"} == {jobs["2"]}
+    (array_job,) = {r.data.tags["slurm_array_job_id"] for r in kids}
+    assert set(sacct(array_job).items()) == {(job, "COMPLETED") for job in jobs.values()}
+    _, reference = runs_in(here_store)
+
+    def cell(r):
+        return r.data.tags["loss"], r.data.params["trainer.max_epochs"]
+
+    expected = {cell(r): r.data.metrics for r in children(reference)}
+    assert len(expected) == 4 and "slurm_job_id" not in children(reference)[0].data.tags
+    for r in kids:
+        for key in ("test/acc", "test/loss", "test/nll", "val/loss"):
+            assert r.data.metrics[key] == pytest.approx(expected[cell(r)][key], rel=1e-4, abs=1e-6), (cell(r), key)

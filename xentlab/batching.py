@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from xentlab import outcome, sweep, train
+from xentlab import cluster, outcome, sweep, train
 from xentlab.config import batching_conflict
 from xentlab.errors import ConfigError
 
@@ -69,11 +69,13 @@ def groups(runs: Sequence[tuple[Job, train.MemberRun]], max_members: int) -> lis
     return [g[i:i + max_members] for g in ordered for i in range(0, len(g), max_members)]
 
 
-def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
+def launch(jobs: Sequence[Job], max_members: int, slurm: Optional[dict[str, Any]] = None) -> dict[int, dict[str, Any]]:
     """Plan every job, train the members model by model, write each job's record; returns
     the records by job number. What becomes of a job or a model is ``xentlab.outcome``'s
     policy, as for ``run.py``: a bad cell is skipped, a model that fails fails its jobs and
-    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops."""
+    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops. With
+    ``slurm`` (a ``SlurmQueueConf``'s fields) each model trains as one SLURM job, all at once
+    (``xentlab.cluster.train_models``)."""
     if max_members < 1:
         raise ConfigError(f"hydra.launcher.max_members must be >= 1, got {max_members}")
     records: dict[int, dict[str, Any]] = {}
@@ -93,10 +95,12 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
              len(jobs), len(records), len(runs), len(models), max_members)
     results: dict[int, list[dict[str, Any]]] = {}
     with outcome.stops_on_interrupt():  # also between models
+        remote = cluster.train_models([[run for _, run in m] for m in models], slurm) if slurm and models else None
         for n, model in enumerate(models, 1):
             _describe(n, len(models), model)
             with outcome.job({}, sweeping=True) as failed:
-                done = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg))
+                done = (remote[n - 1]() if remote else
+                        train.train([run for _, run in model], train.tracker_for(model[0][1].cfg)))
                 by_run = {id(run): result for run, result in done}
                 for job, run in model:
                     results.setdefault(job.num, []).append(by_run[id(run)])
