@@ -7,9 +7,9 @@
 #   scripts/ci/slurm-up.sh && sinfo
 set -euo pipefail
 D=${XENTLAB_SLURM_DIR:-/tmp/xentlab-slurm}
-if sinfo -h >/dev/null 2>&1; then echo "slurm-up: a cluster already answers (sinfo); nothing started"; exit 0; fi
-rm -rf "$D" && mkdir -p "$D"/ctld "$D"/d "$D"/db /run/munge /etc/slurm
-chown munge:munge /run/munge
+if timeout 3 sinfo -h >/dev/null 2>&1; then echo "slurm-up: a cluster already answers (sinfo); nothing started"; exit 0; fi
+rm -rf "$D" && mkdir -p "$D"/ctld "$D"/d "$D"/db "$D"/munge /run/munge /etc/slurm
+chown munge:munge /run/munge "$D"/munge
 chown mysql:mysql "$D"/db
 
 wait_for() {  # wait_for <seconds> <what> <command...>: until the command succeeds
@@ -19,7 +19,8 @@ wait_for() {  # wait_for <seconds> <what> <command...>: until the command succee
 }
 
 [ -s /etc/munge/munge.key ] || runuser -u munge -- mungekey --create
-runuser -u munge -- munged --pid-file="$D"/munged.pid --socket=/run/munge/munge.socket.2
+runuser -u munge -- munged --pid-file="$D"/munge/munged.pid --socket=/run/munge/munge.socket.2 \
+  --log-file="$D"/munge/munged.log
 wait_for 10 munged munge -n
 
 mariadb-install-db --user=mysql --datadir="$D"/db --auth-root-authentication-method=socket >"$D"/mariadb-install.log 2>&1
