@@ -144,6 +144,22 @@ def test_stopping_the_submitting_process_cancels_the_sweeps_jobs(mnist_root, sto
     assert client.get_run(running.info.run_id).info.status == "KILLED"  # its job's SIGTERM ended it
 
 
+def test_a_job_past_its_time_limit_ends_killed_and_the_sweep_goes_on(mnist_root, store, tmp_path):
+    # submitit's warning signal (signal_delay_s before the limit) must not end the run; SLURM's SIGTERM at it does
+    out = run_xentlab(*SWEEP[:4], "seed=0", "trainer.max_epochs=1000", "hydra.launcher.timeout_min=1",
+                      "hydra.launcher.signal_delay_s=20", f"logger.tracking_uri={store}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "xentlab sweep: 0 ran, 0 skipped, 2 failed" in out.stdout
+    client, runs = runs_in(store)
+    assert parent_of(runs).info.status == "FINISHED"
+    for run in children(runs):
+        task = f"{run.data.tags['slurm_array_job_id']}_{run.data.tags['slurm_array_task_id']}"
+        assert sacct(run.data.tags["slurm_array_job_id"])[run.data.tags["slurm_job_id"]] == "TIMEOUT"
+        assert run.info.status == "KILLED" and run.data.tags["error"] == (
+            f"Terminated: SIGTERM in SLURM job {task} (scancel, time limit or preemption)")
+        assert run.data.metrics["val/acc"] > 0.5  # it trained until the limit
+
+
 def test_a_job_killed_without_a_word_is_counted_failed_and_its_run_ended(mnist_root, store, tmp_path):
     proc, lines = start(*SWEEP[:4], "seed=0", *SWEEP[5:], f"logger.tracking_uri={store}", cwd=tmp_path)
     victim = training_run(store, lines)

@@ -27,16 +27,25 @@ def interrupted(exc: BaseException) -> bool:
     return isinstance(exc, (KeyboardInterrupt, Terminated)) or type(exc).__name__ == "SIGTERMException"
 
 
+_job_ending = False  # a SIGTERM ends this SLURM job: the next ones are ignored
+
+
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While inside, SIGTERM raises :class:`Terminated` (in the main thread; elsewhere nothing changes).
-    Inside a SLURM job it names the job, and the signals that follow it (srun passes one on, the
-    scheduler may send more) are ignored: the job is ending, and its run and record must be written."""
+    Inside a SLURM job it names the job, and the signals that follow it (srun passes one on at a
+    time limit) are ignored: the job is ending, and its run and record must be written. Ignored
+    by a flag, not by SIG_IGN: Lightning puts back this handler as it unwinds."""
+    global _job_ending
+    _job_ending = False
 
     def on_sigterm(signum, frame):
+        global _job_ending
         if not cluster.in_job():
             raise Terminated("SIGTERM")
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if _job_ending:
+            return
+        _job_ending = True
         raise Terminated(f"SIGTERM in SLURM job {cluster.job_id()} (scancel, time limit or preemption)")
 
     try:

@@ -11,6 +11,7 @@ submitting process (SIGTERM, Ctrl-C) cancels the sweep's jobs, the parent run en
 """
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -47,6 +48,15 @@ class SlurmLauncher(SubmititSlurmLauncher):
             got = cluster.wait(jobs, every)
         return [self.failed(job_overrides[i], initial_job_idx + i, str(r)) if isinstance(r, BaseException) else r
                 for i, r in enumerate(got)]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """In the job. Unless requeueing was asked for (``max_num_timeout``), submitit's warning signal
+        before the time limit (``signal_delay_s``) would raise in the middle of an epoch and end the
+        run FAILED; instead the job trains on, and SLURM's SIGTERM at the limit ends it KILLED, as a
+        scancel does."""
+        if not self.params.get("max_num_timeout"):
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's SlurmJobEnvironment.USR_SIG
+        return super().__call__(*args, **kwargs)
 
     def failed(self, overrides: Sequence[str], num: int, reason: str) -> JobReturn:
         """The record of a job that did not return one: written into its folder, as the job would have."""
