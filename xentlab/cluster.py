@@ -89,6 +89,15 @@ def cancel(job_ids: Iterable[str]) -> None:
         _run(["scancel", *ids])
 
 
+def trains_to_the_limit() -> None:
+    """In a submitit job: submitit's warning signal before the time limit (``signal_delay_s``) would
+    raise in the middle of an epoch and end the run FAILED; ignored, the job trains on, and SLURM's
+    SIGTERM at the limit ends it KILLED, as a scancel does (``xentlab.outcome``)."""
+    import signal
+
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's SlurmJobEnvironment.USR_SIG
+
+
 def executor(params: Mapping[str, Any]):
     """A submitit SLURM executor from hydra-submitit-launcher's ``SlurmQueueConf`` fields (resolved)."""
     import submitit
@@ -100,7 +109,7 @@ def executor(params: Mapping[str, Any]):
                                slurm_max_num_timeout=params.get("max_num_timeout", 0))
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     ex.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
-                            if k not in ("submitit_folder", "max_num_timeout", "_target_")})
+                            if k not in ("submitit_folder", "max_num_timeout")})
     return ex
 
 
@@ -114,12 +123,13 @@ def submit(ex, fn: Callable, *args: Sequence[Any]) -> list:
         raise ConfigError(f"SLURM refused the sweep's jobs: {str(exc).strip().splitlines()[-1]}") from None
 
 
-def wait(jobs: Sequence[Any], heartbeat_every: float = 60.0) -> list[Any]:
+def wait(jobs: Sequence[Any], stale_after: float) -> list[Any]:
     """Each job's result as it comes; in place of a job that returned none, a :class:`ClusterJobFailed`
     (not raised): "no result: killed?" when the job left the queue without one (SIGKILL, out of
     memory, a lost node; also without accounting, where submitit alone would wait for ever).
-    Meanwhile the sweep's parent run keeps its heartbeat; stopping this process (SIGTERM under
-    ``interrupts.sigterm_raises``, Ctrl-C) cancels every job not yet done."""
+    Meanwhile the sweep's parent run keeps its heartbeat, well within ``stale_after`` seconds;
+    stopping this process (SIGTERM under ``interrupts.sigterm_raises``, Ctrl-C) cancels every job
+    not yet done."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     from xentlab import tracking
@@ -128,11 +138,14 @@ def wait(jobs: Sequence[Any], heartbeat_every: float = 60.0) -> list[Any]:
     gone_since: dict[int, float] = {}
     parent = os.environ.get(tracking.ENV_PARENT)
     store = tracking.client() if parent else None
+    heartbeat_every = min(60.0, stale_after / 5)
     next_queue = next_beat = time.monotonic()
 
     def lost(job) -> ClusterJobFailed:
-        return ClusterJobFailed(f"no result: killed? (SLURM job {job.job_id}: {job_state(job.job_id)}; "
-                                f"log {job.paths.stderr})")
+        error = ClusterJobFailed(f"no result: killed? (SLURM job {job.job_id}: {job_state(job.job_id)}; "
+                                 f"log {job.paths.stderr})")
+        log.error("%s", error)
+        return error
 
     def result(job) -> Any:
         try:
@@ -156,7 +169,6 @@ def wait(jobs: Sequence[Any], heartbeat_every: float = 60.0) -> list[Any]:
                         continue
                     if now - gone_since.setdefault(i, now) >= GRACE_S and not job.paths.result_pickle.exists():
                         results[i] = lost(job)
-                        log.error("%s", results[i])
                 next_queue = now + QUEUE_POLL_S
             if store is not None and now >= next_beat:
                 tracking.heartbeat(store, [parent])
@@ -178,8 +190,7 @@ def train_models(models: Sequence[Sequence[Any]], params: Mapping[str, Any]) -> 
     jobs = submit(ex, _train_here, [list(m) for m in models])
     log.info("batched launcher: %d model(s) submitted as SLURM array job %s", len(jobs),
              jobs[0].job_id.split("_")[0] if jobs else "-")
-    every = min(60.0, float(models[0][0].cfg.logger.get("stale_after", 300)) / 5) if models else 60.0
-    outcomes = wait(jobs, every)
+    outcomes = wait(jobs, float(models[0][0].cfg.logger.stale_after))
 
     def getter(model: Sequence[Any], got: Any) -> Callable[[], list]:
         def get() -> list:
@@ -199,6 +210,7 @@ def _train_here(runs: list) -> tuple[dict[str, Any], list[tuple[int, Any]]]:
     SIGTERM ends its runs KILLED and returns a failed record). Results name members by position."""
     from xentlab import outcome, train
 
+    trains_to_the_limit()
     where = {id(r): i for i, r in enumerate(runs)}
     done: list[tuple[int, Any]] = []
     with outcome.job({}, sweeping=True) as failed:

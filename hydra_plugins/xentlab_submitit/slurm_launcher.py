@@ -11,7 +11,6 @@ submitting process (SIGTERM, Ctrl-C) cancels the sweep's jobs, the parent run en
 """
 
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -38,24 +37,22 @@ class SlurmLauncher(SubmititSlurmLauncher):
         for idx, overrides in enumerate(job_overrides, initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-        every = min(60.0, float(self.config.logger.get("stale_after", 300)) / 5)  # well within stale_after
         with outcome.stops_on_interrupt():
             try:
                 jobs = cluster.submit(cluster.executor(self.params), self, *zip(*params))
             except ConfigError as exc:
                 print(f"xentlab: error: {exc}", file=sys.stderr, flush=True)
                 sys.exit(exc.exit_code)
-            got = cluster.wait(jobs, every)
+            got = cluster.wait(jobs, float(self.config.logger.stale_after))
         return [self.failed(job_overrides[i], initial_job_idx + i, str(r)) if isinstance(r, BaseException) else r
                 for i, r in enumerate(got)]
 
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
-        """In the job. Unless requeueing was asked for (``max_num_timeout``), submitit's warning signal
-        before the time limit (``signal_delay_s``) would raise in the middle of an epoch and end the
-        run FAILED; instead the job trains on, and SLURM's SIGTERM at the limit ends it KILLED, as a
-        scancel does."""
+        """In the job: it trains to its time limit unless requeueing was asked for (``max_num_timeout``)."""
+        from xentlab import cluster
+
         if not self.params.get("max_num_timeout"):
-            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's SlurmJobEnvironment.USR_SIG
+            cluster.trains_to_the_limit()
         return super().__call__(*args, **kwargs)
 
     def failed(self, overrides: Sequence[str], num: int, reason: str) -> JobReturn:
