@@ -6,6 +6,7 @@ as Hydra's own launchers do (its folder, its saved config) and hands them to xen
 
 import logging
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -17,16 +18,19 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
-from xentlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class Executor(Enum):
+    slurm = "slurm"
 
 
 @dataclass
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.xentlab_batched_launcher.batched_launcher.BatchedLauncher"
     max_members: int = 64  # the most runs one model trains at once (memory grows with it)
-    executor: Optional[str] = None  # slurm: each model one SLURM job, with the resources below
+    executor: Optional[Executor] = None  # slurm: each model one SLURM job, with the resources below
     # hydra/launcher=slurm's fields (hydra-submitit-launcher's SlurmQueueConf), e.g. hydra.launcher.slurm.mem_gb=4
     slurm: Dict[str, Any] = field(default_factory=lambda: {k: v for k, v in asdict(SlurmQueueConf()).items()
                                                            if k != "_target_"})
@@ -36,11 +40,9 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_members: int = 64, executor: Optional[str] = None, slurm: Any = None) -> None:
-        if executor not in (None, "slurm"):
-            raise ConfigError(f"hydra.launcher.executor must be slurm or null, got {executor!r}")
+    def __init__(self, max_members: int = 64, executor: Optional[Executor] = None, slurm: Any = None) -> None:
         self.max_members = max_members
-        self.slurm = OmegaConf.to_container(slurm, resolve=True) if executor == "slurm" else None
+        self.slurm = OmegaConf.to_container(slurm, resolve=True) if executor is not None else None
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
 
