@@ -94,6 +94,9 @@ def test_four_job_sweep_through_the_cpu_preset(mnist_root, store, tmp_path):
     (array_job,) = {r.data.tags["slurm_array_job_id"] for r in kids}
     assert sacct(array_job) == {r.data.tags["slurm_job_id"]: "COMPLETED" for r in kids}
     assert sorted(r.data.tags["slurm_array_task_id"] for r in kids) == ["0", "1", "2", "3"]
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    name = next(line.split("=", 1)[1].strip() for line in config.splitlines() if line.startswith("ClusterName"))
+    assert {r.data.tags["slurm_cluster"] for r in kids} == {name}
 
 
 def test_a_cancelled_job_is_a_failed_job_and_resume_auto_trains_only_it(mnist_root, store, tmp_path):

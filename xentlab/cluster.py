@@ -11,6 +11,7 @@ models with ``hydra.launcher.executor=slurm``, :func:`train_models`) waits on it
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -46,7 +47,7 @@ def job_id() -> str:
 def job_tags() -> dict[str, str]:
     """The run's SLURM job, array job and array task ids, as MLflow tags (none outside a job)."""
     names = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
-             "slurm_array_task_id": "SLURM_ARRAY_TASK_ID"}
+             "slurm_array_task_id": "SLURM_ARRAY_TASK_ID", "slurm_cluster": "SLURM_CLUSTER_NAME"}
     return {tag: os.environ[var] for tag, var in names.items() if os.environ.get(var)}
 
 
@@ -55,6 +56,16 @@ def _run(cmd: list[str]) -> Optional[subprocess.CompletedProcess]:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     except (OSError, subprocess.SubprocessError):  # no SLURM here, or a scheduler that does not answer
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def name() -> Optional[str]:
+    """The name of the cluster this machine's SLURM commands talk to (None: none answers): a job id
+    means something only there."""
+    out = _run(["scontrol", "show", "config"])
+    found = [line.split("=", 1)[1].strip() for line in (out.stdout.splitlines() if out and out.returncode == 0 else [])
+             if line.split("=", 1)[0].strip() == "ClusterName"]
+    return found[0] if found else None
 
 
 def queue(job_ids: Iterable[str], array_form: bool = False) -> Optional[dict[str, str]]:

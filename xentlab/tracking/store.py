@@ -285,14 +285,15 @@ def _alive(pid: int) -> bool:
 
 
 def stale_reason(run, stale_after: float, now: Optional[float] = None) -> Optional[str]:
-    """Why a RUNNING run cannot be alive any more, or None. From a SLURM job the scheduler
-    answers: its job has ended. On this host: its process is gone. On another host (or with no
-    host recorded, or no scheduler to ask): no heartbeat for ``stale_after`` seconds (a run from
-    before heartbeats counts from its start)."""
+    """Why a RUNNING run cannot be alive any more, or None. From a SLURM job of the cluster this
+    machine talks to, the scheduler answers: its job has ended. On this host: its process is
+    gone. On another host (or with no host recorded, or no scheduler to ask): no heartbeat for
+    ``stale_after`` seconds (a run from before heartbeats counts from its start)."""
     if run.info.status != "RUNNING":
         return None
     tags = run.data.tags
-    state = cluster.job_state(tags["slurm_job_id"]) if tags.get("slurm_job_id") else None
+    here = tags.get("slurm_job_id") and tags.get("slurm_cluster") == cluster.name()
+    state = cluster.job_state(tags["slurm_job_id"]) if here else None
     if state is not None:
         return None if state in cluster.LIVE else f"its SLURM job {tags['slurm_job_id']} has ended ({state})"
     if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit():
