@@ -245,3 +245,28 @@ def test_batched_groups_as_cluster_jobs_match_the_in_process_batched_launcher(mn
     for r in kids:
         for key in ("test/acc", "test/loss", "test/nll", "val/loss"):
             assert r.data.metrics[key] == pytest.approx(expected[cell(r)][key], rel=1e-4, abs=1e-6), (cell(r), key)
+
+
+def test_stale_script_asks_the_scheduler_about_runs_from_cluster_jobs(store, capsys):
+    from xentlab import tracking
+    from xentlab.tracking import stale as script
+
+    def sbatch(*args: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "--mem=100M", "-o", "/dev/null", *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    ended, running = sbatch("--wait", "--wrap", "true"), sbatch("--wrap", "sleep 300")
+    try:
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+        name = next(line.split("=", 1)[1].strip() for line in config.splitlines() if line.startswith("ClusterName"))
+        client = tracking.client(store)
+        runs = {what: tracking.create_run(client, "s", what, {"slurm_job_id": job, "slurm_cluster": cluster})
+                for what, job, cluster in (("ended", ended, name), ("live", running, name),
+                                           ("elsewhere", ended, "another"))}
+        # each has a fresh heartbeat and this (live) process's pid: only the scheduler can tell the ended one
+        assert script.main(["--tracking-uri", store]) == 0
+        out = capsys.readouterr().out
+        assert f"{runs['ended']}  ended" in out and f"its SLURM job {ended} has ended (COMPLETED)" in out
+        assert runs["live"] not in out and runs["elsewhere"] not in out  # a job id of another cluster: no answer here
+    finally:
+        subprocess.run(["scancel", running])
