@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import subprocess
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
@@ -104,8 +105,6 @@ def trains_to_the_limit() -> None:
     """In a submitit job: submitit's warning signal before the time limit (``signal_delay_s``) would
     raise in the middle of an epoch and end the run FAILED; ignored, the job trains on, and SLURM's
     SIGTERM at the limit ends it KILLED, as a scancel does (``xentlab.outcome``)."""
-    import signal
-
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's SlurmJobEnvironment.USR_SIG
 
 
