@@ -270,3 +270,27 @@ def test_stale_script_asks_the_scheduler_about_runs_from_cluster_jobs(store, cap
         assert runs["live"] not in out and runs["elsewhere"] not in out  # a job id of another cluster: no answer here
     finally:
         subprocess.run(["scancel", running])
+
+
+def test_a_cancelled_batched_cluster_job_fails_its_members_only(mnist_root, store, tmp_path):
+    proc, lines = start("-m", "hydra/launcher=batched", "hydra.launcher.executor=slurm",
+                        "hydra.launcher.slurm.cpus_per_task=1", "hydra.launcher.slurm.mem_gb=4", "task=binary",
+                        "loss=bce,mse", "seed=0", "trainer.max_epochs=6,8", "data.subset=1000",
+                        f"logger.tracking_uri={store}", cwd=tmp_path)
+    victim = training_run(store, lines)
+    tags, epochs = victim.data.tags, victim.data.params["trainer.max_epochs"]
+    task = f"{tags['slurm_array_job_id']}_{tags['slurm_array_task_id']}"
+    subprocess.run(["scancel", task], check=True)
+    assert proc.wait(timeout=600) == 0, "".join(lines)[-3000:]
+    text = "".join(lines)
+    assert "xentlab sweep: 2 ran, 0 skipped, 2 failed" in text, text[-3000:]
+    for loss in ("bce", "mse"):  # both members of the cancelled model
+        assert (f"  loss={loss} trainer.max_epochs={epochs}: ClusterJobFailed: Terminated: SIGTERM in SLURM job "
+                f"{task} (scancel, time limit or preemption)") in text
+    _, runs = runs_in(store)
+    assert parent_of(runs).info.status == "FINISHED"
+    by_job = {r.data.tags["slurm_job_id"]: [] for r in children(runs)}
+    for r in children(runs):
+        by_job[r.data.tags["slurm_job_id"]].append(r.info.status)
+    assert sorted(by_job.pop(tags["slurm_job_id"])) == ["KILLED", "KILLED"]  # the cancelled model's members
+    assert list(by_job.values()) == [["FINISHED", "FINISHED"]]  # the other model trained on
