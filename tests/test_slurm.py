@@ -1,6 +1,8 @@
 """Sweeps on a real SLURM cluster (scripts/ci/slurm-up.sh; .ci/run starts one): the CPU preset,
-a job cancelled mid-run, the submitting process stopped. What the scheduler did is read back
-from squeue and sacct, what the runs did from the MLflow store."""
+jobs cancelled mid-run, past their time limit or killed without a word, the submitting process
+stopped, held jobs, refused resources, batched models as cluster jobs, stale runs asked of the
+scheduler. What the scheduler did is read back from squeue and sacct, what the runs did from
+the MLflow store."""
 
 import os
 import shutil
@@ -26,6 +28,8 @@ def cluster():
         up = False
     if not up:
         pytest.skip("no SLURM cluster answers (scripts/ci/slurm-up.sh starts one)")
+
+
 # 4 jobs of a few seconds' training each: long enough to be cancelled while they train
 SWEEP = ("-m", "hydra/launcher=slurm_cpu", "task=binary", "loss=bce,mse", "seed=0,1", "data.subset=1000",
          "trainer.max_epochs=4")
