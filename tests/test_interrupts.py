@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from xentlab import interrupts, tracking
+from xentlab import interrupts, outcome, tracking
 from xentlab.tracking import lifecycle
 from xentlab.tracking.lightning import Heartbeat
 
@@ -61,6 +61,35 @@ def test_sigterm_inside_deferred_raises_terminated_on_leaving():
     with pytest.raises(interrupts.Terminated), interrupts.sigterm_raises():
         with interrupts.deferred():
             send_to_self(signal.SIGTERM)
+
+
+def test_sigterm_in_a_slurm_job_fails_that_job_and_the_sweep_goes_on(monkeypatch):
+    for var, value in (("SLURM_JOB_ID", "41"), ("SLURM_ARRAY_JOB_ID", "40"), ("SLURM_ARRAY_TASK_ID", "1"),
+                       ("SUBMITIT_EXECUTOR", "slurm")):
+        monkeypatch.setenv(var, value)
+    before = signal.getsignal(signal.SIGTERM)
+    with outcome.job({"job": 3}, sweeping=True) as record:
+        send_to_self(signal.SIGTERM)
+    assert record == {"job": 3, "status": "failed", "run_id": None,
+                      "reason": "Terminated: SIGTERM in SLURM job 40_1 (scancel, time limit or preemption)"}
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(SystemExit) as stop:  # run.py alone in a job: the job is over, exit 130
+        with outcome.job({}, sweeping=False):
+            send_to_self(signal.SIGTERM)
+    assert stop.value.code == 130
+
+
+@pytest.mark.parametrize("inside", ["no SLURM job", "a sweep inside one sbatch script"])
+def test_sigterm_outside_a_submitted_cluster_job_stops_the_sweep(monkeypatch, inside):
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    if inside == "no SLURM job":
+        monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_JOB_ID", "41")
+    with pytest.raises(SystemExit) as stop:
+        with outcome.job({}, sweeping=True):
+            send_to_self(signal.SIGTERM)
+    assert stop.value.code == 130
 
 
 def test_deferred_changes_nothing_outside_the_main_thread():

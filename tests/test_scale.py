@@ -14,10 +14,20 @@ def test_slurm_launcher_config_composes_against_submitits_schema():
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                            "hydra.launcher.account=lab"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher._target_ == "hydra_plugins.xentlab_submitit.slurm_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.account, launcher.gpus_per_node,
             launcher.tasks_per_node) == ("gpu", "lab", 1, 1)
     assert launcher.timeout_min > 0 and launcher.mem_gb > 0
+
+
+def test_slurm_cpu_preset_asks_for_no_gpu_and_takes_overrides():
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm_cpu", "hydra.launcher.mem_gb=8"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.xentlab_submitit.slurm_launcher.SlurmLauncher"
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.mem_gb) == (None, 1, 8)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from xentlab import checkpoints, outcome, sweep, train
+from xentlab import checkpoints, cluster, outcome, sweep, tracking, train
 from xentlab.config import MEMBER_VARY, batching_conflict
 from xentlab.errors import ConfigError
 
@@ -66,11 +66,13 @@ def groups(runs: Sequence[tuple[Job, train.MemberRun]], max_members: int) -> lis
     return [g[i:i + max_members] for g in ordered for i in range(0, len(g), max_members)]
 
 
-def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
+def launch(jobs: Sequence[Job], max_members: int, slurm: Optional[dict[str, Any]] = None) -> dict[int, dict[str, Any]]:
     """Plan every job, train the members model by model, write each job's record; returns
     the records by job number. What becomes of a job or a model is ``xentlab.outcome``'s
     policy, as for ``run.py``: a bad cell is skipped, a model that fails fails its jobs and
-    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops.
+    the next model goes on, Ctrl-C (or SIGTERM) ends every open run KILLED and stops. With
+    ``slurm`` (a ``SlurmQueueConf``'s fields) each model trains as one SLURM job, all at once
+    (``xentlab.cluster.train_models``).
 
     With ``resume=auto`` a member whose configuration has a FINISHED run is done already. A
     model whose members all have unfinished runs here goes on from its checkpoint in those
@@ -105,10 +107,14 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
     log.info("batched launcher: %d jobs (%d skipped, %d done earlier), %d runs as %d model(s) of at most %d members",
              len(jobs), len(records) - already, already, sum(len(m) for m, _ in models), len(models), max_members)
     with outcome.stops_on_interrupt():  # also between models
+        remote = (cluster.train_models([([run for _, run in m], resume) for m, resume in models], slurm, _on_node,
+                                       tracking.parent_heartbeat())
+                  if slurm and models else None)
         for n, (model, resume) in enumerate(models, 1):
             _describe(n, len(models), model, resume)
             with outcome.job({}, sweeping=True) as failed:
-                trained = train.train([run for _, run in model], train.tracker_for(model[0][1].cfg), resume=resume)
+                trained = (remote[n - 1]() if remote else
+                           train.train([run for _, run in model], train.tracker_for(model[0][1].cfg), resume=resume))
                 by_run = {id(run): result for run, result in trained}
                 for job, run in model:
                     results[job.num].append(by_run[id(run)])
@@ -117,6 +123,20 @@ def launch(jobs: Sequence[Job], max_members: int) -> dict[int, dict[str, Any]]:
                     records[job.num] = {**_record(job), **failed}
             _finish(model, results, records)
     return records
+
+
+def _on_node(runs: list[train.MemberRun], resume: Optional[checkpoints.Resume]
+             ) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
+    """A model as a SLURM job (``hydra.launcher.executor=slurm``), under the job policy of
+    ``xentlab.outcome`` (a SIGTERM there ends its runs KILLED and returns a failed record).
+    Results name members by position: the job has copies of them."""
+    cluster.trains_to_the_limit()
+    where = {id(r): i for i, r in enumerate(runs)}
+    done: list[tuple[int, dict[str, Any]]] = []
+    with outcome.job({}, sweeping=True) as failed:
+        trained = train.train(runs, train.tracker_for(runs[0].cfg), resume=resume)
+        done = [(where[id(r)], result) for r, result in trained]
+    return failed, done
 
 
 def _earlier(run: train.MemberRun, trackers: dict[str, Any]) -> Any:

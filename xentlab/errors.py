@@ -29,6 +29,10 @@ class TrackingUnavailable(ConfigError):
     """The tracking store cannot be reached or written: said before any training time is spent."""
 
 
+class ClusterJobFailed(XentlabError, RuntimeError):
+    """A SLURM job that returned no result (killed, out of memory, a lost node), or failed outside xentlab."""
+
+
 class DataUnavailable(XentlabError, RuntimeError):
     """No source could provide verified data files (MNIST)."""
 

@@ -13,6 +13,8 @@ import threading
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
+from xentlab import cluster
+
 EXIT_CODE = 130  # the shell's code for "stopped by a signal"
 
 
@@ -25,12 +27,26 @@ def interrupted(exc: BaseException) -> bool:
     return isinstance(exc, (KeyboardInterrupt, Terminated)) or type(exc).__name__ == "SIGTERMException"
 
 
+_job_ending = False  # a SIGTERM ends this SLURM job: the next ones are ignored
+
+
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` (in the main thread; elsewhere nothing changes)."""
+    """While inside, SIGTERM raises :class:`Terminated` (in the main thread; elsewhere nothing changes).
+    Inside a SLURM job it names the job, and the signals that follow it (srun passes one on at a
+    time limit) are ignored: the job is ending, and its run and record must be written. Ignored
+    by a flag, not by SIG_IGN: Lightning puts back this handler as it unwinds."""
+    global _job_ending
+    _job_ending = False
 
     def on_sigterm(signum, frame):
-        raise Terminated("SIGTERM")
+        global _job_ending
+        if not cluster.in_job():
+            raise Terminated("SIGTERM")
+        if _job_ending:
+            return
+        _job_ending = True
+        raise Terminated(f"SIGTERM in SLURM job {cluster.job_id()} (scancel, time limit or preemption)")
 
     try:
         previous = signal.signal(signal.SIGTERM, on_sigterm)

@@ -8,7 +8,12 @@ trained                    exit 0                  ran (failed where a member di
 other ``XentlabError``     one line, exit 1        failed, with the error
 any other exception        traceback               failed, with the error; the sweep goes on
 Ctrl-C / SIGTERM           exit 130                exit 130: the user stopped the sweep
+SIGTERM in a SLURM job     exit 130                failed, with the reason; the sweep goes on
 =========================  ======================  =========================================
+
+In a SLURM job a SIGTERM is the scheduler's (scancel, time limit, preemption): the job's
+run ends KILLED and the job returns its record, so submitit gets a result and the sweep
+counts one failed job (``xentlab.cluster.in_job``).
 
 Each job of a sweep writes its record to ``xentlab_job.json`` in its own folder
 (``xentlab.sweep`` reads them back for the summary).
@@ -22,7 +27,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from xentlab import interrupts
+from xentlab import cluster, interrupts
 from xentlab.errors import ConfigError, XentlabError
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,11 @@ def job(record: dict[str, Any], *, sweeping: bool) -> Iterator[dict[str, Any]]:
                     _exit(exc)
                 raise
             log.exception("failed: %s", exc)
+            record.update(failure(exc))
+        except interrupts.Terminated as exc:
+            if not (sweeping and cluster.in_job()):
+                raise
+            log.error("stopped: %s", exc)
             record.update(failure(exc))
 
 

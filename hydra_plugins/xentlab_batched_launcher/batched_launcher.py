@@ -6,9 +6,10 @@ as Hydra's own launchers do (its folder, its saved config) and hands them to xen
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
@@ -20,23 +21,33 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from xentlab.config import MEMBER_VARY
 
 log = logging.getLogger(__name__)
+
+
+class Executor(Enum):
+    slurm = "slurm"
 
 
 @dataclass
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.xentlab_batched_launcher.batched_launcher.BatchedLauncher"
     max_members: int = 64  # the most runs one model trains at once (memory grows with it)
+    executor: Optional[Executor] = None  # slurm: each model one SLURM job, with the resources below
+    # hydra/launcher=slurm's fields (hydra-submitit-launcher's SlurmQueueConf), e.g. hydra.launcher.slurm.mem_gb=4
+    slurm: Dict[str, Any] = field(default_factory=lambda: {k: v for k, v in asdict(SlurmQueueConf()).items()
+                                                           if k != "_target_"})
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="xentlab")
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_members: int = 64) -> None:
+    def __init__(self, max_members: int = 64, executor: Optional[Executor] = None, slurm: Any = None) -> None:
         self.max_members = max_members
+        self.slurm = OmegaConf.to_container(slurm, resolve=True) if executor is not None else None
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
 
@@ -70,7 +81,7 @@ class BatchedLauncher(Launcher):
                 logging_cfg["handlers"]["file"]["filename"] = str(sweep_dir / "batched.log")
             logging_cfg = OmegaConf.create(logging_cfg)
             configure_log(logging_cfg, self.config.hydra.verbose)
-        records = batching.launch(jobs, self.max_members)
+        records = batching.launch(jobs, self.max_members, self.slurm)
         for ret, job in zip(returns, jobs):
             ret.return_value = records[job.num]
         return returns

@@ -9,6 +9,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 
 from xentlab import interrupts, metric_keys
+from xentlab.tracking import store
 
 
 class EpochStepMLFlowLogger(MLFlowLogger):
@@ -86,11 +87,7 @@ class Heartbeat(Callback):
 
     @interrupts.deferred()
     def beat(self) -> None:
-        from mlflow.entities import RunTag
-
-        now = RunTag("heartbeat", f"{time.time():.0f}")
-        for run_id in self.run_ids:  # queued like the metrics: training never waits on the store
-            self.client.log_batch(run_id, tags=[now], synchronous=False)
+        store.heartbeat(self.client, self.run_ids, synchronous=False)  # queued like the metrics
         self._next = time.monotonic() + self.every
 
     def on_train_batch_end(self, *args: Any) -> None:

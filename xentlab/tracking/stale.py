@@ -4,8 +4,9 @@
     python scripts/stale.py --experiment xentlab-mnist --end
     python scripts/stale.py --tracking-uri http://mlflow-host:5000 --stale-after 1800
 
-A RUNNING run is stale when its process is gone (a run started on this host) or its
-heartbeat is older than ``--stale-after`` seconds (other hosts). ``--end`` marks them
+A RUNNING run is stale when its SLURM job has ended (the scheduler is asked), its process
+is gone (a run started on this host) or its heartbeat is older than ``--stale-after``
+seconds (other hosts). ``--end`` marks them
 KILLED with the reason in their ``error`` tag; ``resume=auto`` can then go on with them.
 """
 

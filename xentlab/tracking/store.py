@@ -17,8 +17,9 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
+from xentlab import cluster
 from xentlab.config import BEFORE
 from xentlab.errors import ConfigError, TrackingUnavailable
 
@@ -32,8 +33,29 @@ def set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
 
 
 def process_tags() -> dict[str, str]:
-    """Who runs a run: a RUNNING run whose process is gone can then be found and ended."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), "heartbeat": f"{time.time():.0f}"}
+    """Who runs a run: a RUNNING run whose process (or SLURM job) is gone can then be found and
+    ended; the SLURM ids also join a run with ``sacct``."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "heartbeat": f"{time.time():.0f}",
+            **cluster.job_tags()}
+
+
+def heartbeat(client, run_ids: list[str], synchronous: bool = True) -> None:
+    """Refresh the runs' ``heartbeat`` tag: they are alive (:func:`stale_reason`)."""
+    from mlflow.entities import RunTag
+
+    now = RunTag("heartbeat", f"{time.time():.0f}")
+    for run_id in run_ids:
+        client.log_batch(run_id, tags=[now], synchronous=synchronous)
+
+
+def parent_heartbeat() -> Callable[[], None]:
+    """What refreshes the sweep parent's heartbeat (nothing outside a tracked sweep): a process
+    waiting on its queued cluster jobs keeps its sweep from looking stale."""
+    parent = os.environ.get(ENV_PARENT)
+    if not parent:
+        return lambda: None
+    store = client()
+    return lambda: heartbeat(store, [parent])
 
 
 def create_run(client, experiment: str, name: str, tags: Mapping[str, Any]) -> str:
@@ -273,12 +295,17 @@ def _alive(pid: int) -> bool:
 
 
 def stale_reason(run, stale_after: float, now: Optional[float] = None) -> Optional[str]:
-    """Why a RUNNING run cannot be alive any more, or None. On this host: its process is gone.
-    On another host (or with no host recorded): no heartbeat for ``stale_after`` seconds (a run
-    from before heartbeats counts from its start)."""
+    """Why a RUNNING run cannot be alive any more, or None. From a SLURM job of the cluster this
+    machine talks to, the scheduler answers: its job has ended. On this host: its process is
+    gone. On another host (or with no host recorded, or no scheduler to ask): no heartbeat for
+    ``stale_after`` seconds (a run from before heartbeats counts from its start)."""
     if run.info.status != "RUNNING":
         return None
     tags = run.data.tags
+    here = tags.get("slurm_job_id") and tags.get("slurm_cluster") == cluster.name()
+    state = cluster.job_state(tags["slurm_job_id"]) if here else None
+    if state is not None:
+        return None if state in cluster.LIVE else f"its SLURM job {tags['slurm_job_id']} has ended ({state})"
     if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit():
         return None if _alive(int(tags["pid"])) else f"its process {tags['pid']} on {tags['host']} is gone"
     last = float(tags["heartbeat"]) if tags.get("heartbeat") else run.info.start_time / 1000
@@ -358,10 +385,16 @@ def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping
 
 
 def end_sweep(parent: str, *, status: str, summary: Mapping[str, Any], report_md: str) -> None:
-    """Attach the sweep summary to the parent run and give it its final status."""
+    """Attach the sweep summary to the parent run and give it its final status. Runs of the sweep
+    that a killed job left RUNNING (SIGKILL, out of memory) are ended KILLED first, where they are
+    known to be stale (:func:`stale_reason`)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(os.environ[ENV_URI])
+    exp_id = client.get_run(parent).info.experiment_id
+    running = search_all(client, [exp_id], f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent}'")
+    end_stale(client, [(run, why) for run in running if (why := stale_reason(run, float("inf")))],
+              by="the end of its sweep")
     set_tags(client, parent, {f"sweep_{k}": v for k, v in summary.get("counts", {}).items()})
     client.log_text(parent, json.dumps(summary, indent=2), "sweep_summary.json")
     client.log_text(parent, report_md, "sweep_summary.md")
