@@ -2,8 +2,8 @@
 optimizer settings (a *member*, logged as its own MLflow run), trained as one model.
 
 A single run is K = 1: its network is called as it is (:class:`Plain`). For K > 1 the
-members' parameters are stacked (:class:`Stacked`, ``torch.func.stack_module_state``) and evaluated with ``vmap`` +
-``functional_call``, so small models share each step's fixed cost. Members share no
+members' parameters are stacked (:class:`Stacked`, ``torch.func.stack_module_state``) and evaluated as
+batched matrix products, so small models share each step's fixed cost. Members share no
 parameters and Adam and SGD act elementwise, so every member follows exactly the
 trajectory it would follow alone: its own initial weights, data order (a generator per
 member, ``xentlab.data.MemberData``), loss and learning rate. Members with the same
@@ -73,13 +73,22 @@ class Plain:
         return [list(self.net.parameters())]
 
 
+# Layers a stacked model applies as they are to ``(K, B, features)`` tensors (elementwise).
+ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh)
+
+
 class Stacked(nn.Module):
-    """K > 1 networks of one architecture, their parameters stacked and called through ``vmap``.
+    """K > 1 networks of one architecture, their parameters stacked, ``(K, ...)`` each.
 
     One parameter block per run of consecutive members with equal optimizer settings, so
-    each block is one optimizer param group. Matrices (linear weights) are stored
+    each block is one optimizer param group; each block is evaluated on its members' own
+    inputs and only the outputs are concatenated (concatenating the parameters would copy
+    every weight and its gradient at every step). Matrices (linear weights) are stored
     ``(K, in, out)``, transposed: their gradient x^T·dy then lands in the parameter's own
     layout, where ``(K, out, in)`` costs a transposing copy of every weight at every step.
+    A network of ``Flatten``, ``Linear`` and elementwise activations (``mlp``) runs as one
+    ``baddbmm`` per layer, as a bare stacked loop would; any other (``cnn``) through ``vmap``
+    + ``functional_call``.
     """
 
     per_member_batches = True  # its training batches are (K, B, ...): each member's own order
@@ -103,20 +112,43 @@ class Stacked(nn.Module):
             self.stored.append(nn.ParameterList([nn.Parameter(p.detach().contiguous()) for p in stored]))
         # the architecture, kept out of the module tree: functional_call supplies every weight
         self._base = [copy.deepcopy(nets[0]).to("meta")]
+        self._chain = self._as_chain(nets[0])
 
-    def _stacked(self) -> tuple[Tensor, ...]:
-        """Every member's parameters, ``(K, ...)`` each, in the network's own layout."""
-        if len(self.stored) == 1:
-            params = tuple(self.stored[0])
-        else:
-            params = tuple(torch.cat([b[j] for b in self.stored]) for j in range(len(self._names)))
-        return tuple(p.transpose(1, 2) if flip else p for p, flip in zip(params, self._flip))
+    def _as_chain(self, net: nn.Module) -> list[int | nn.Module] | None:
+        """The network as a list of steps: a linear layer's index into the stored parameters
+        (weight, then bias), or an elementwise module; None when it has any other layer."""
+        if not isinstance(net, nn.Sequential):
+            return None
+        chain: list[int | nn.Module] = []
+        j = 0
+        for layer in net:
+            if isinstance(layer, nn.Linear) and layer.bias is not None:
+                chain.append(j)
+                j += 2
+            elif isinstance(layer, ELEMENTWISE):
+                chain.append(layer)
+            elif not (isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1):
+                return None
+        return chain
 
     def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
         return functional_call(self._base[0], dict(zip(self._names, params)), (x,))
 
+    def _block(self, params: nn.ParameterList, x: Tensor, shared: bool) -> Tensor:
+        """One block's outputs ``(k, B, C)`` for inputs ``(B, ...)`` (shared) or ``(k, B, ...)``."""
+        if self._chain is None:
+            stacked = tuple(p.transpose(1, 2) if flip else p for p, flip in zip(params, self._flip))
+            return vmap(self._one, in_dims=(0, None if shared else 0))(stacked, x)
+        k = len(params[0])
+        h = x.flatten(1).expand(k, -1, -1) if shared else x.flatten(2)
+        for step in self._chain:
+            h = torch.baddbmm(params[step + 1].unsqueeze(1), h, params[step]) if isinstance(step, int) else step(h)
+        return h
+
     def forward(self, x: Tensor, shared: bool = True) -> Tensor:
-        return vmap(self._one, in_dims=(0, None if shared else 0))(self._stacked(), x)
+        outs = [self._block(params, x if shared else x[start:stop], shared)
+                for (start, stop), params in zip(self.blocks, self.stored)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def parameter_blocks(self) -> list[list[nn.Parameter]]:
         return [list(b.parameters()) for b in self.stored]
@@ -311,7 +343,8 @@ class Classifier(pl.LightningModule):
             self._collect_failures()
 
     def _collect_failures(self) -> None:
-        if self._bad_step is None:
+        """Record the members newly found diverged (one count per call; a loop over members only when one has)."""
+        if self._bad_step is None or int(torch.count_nonzero(self._bad_step)) == len(self.failed):
             return
         for i, first in enumerate(self._bad_step.tolist()):
             if first and i not in self.failed:
