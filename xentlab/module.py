@@ -13,6 +13,7 @@ optimizer settings share a parameter block and an optimizer param group.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -80,15 +81,15 @@ ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh)
 class Stacked(nn.Module):
     """K > 1 networks of one architecture, their parameters stacked, ``(K, ...)`` each.
 
-    One parameter block per run of consecutive members with equal optimizer settings, so
-    each block is one optimizer param group; each block is evaluated on its members' own
-    inputs and only the outputs are concatenated (concatenating the parameters would copy
-    every weight and its gradient at every step). Matrices (linear weights) are stored
-    ``(K, in, out)``, transposed: their gradient x^T·dy then lands in the parameter's own
-    layout, where ``(K, out, in)`` costs a transposing copy of every weight at every step.
-    A network of ``Flatten``, ``Linear`` and elementwise activations (``mlp``) runs as one
-    ``baddbmm`` per layer, as a bare stacked loop would; any other (``cnn``) through ``vmap``
-    + ``functional_call``.
+    The optimizer sees one parameter block per run of consecutive members with equal optimizer
+    settings (one param group each); the blocks are views of one tensor per parameter, which
+    the forward pass uses whole, and whose gradient each block takes as views again: one
+    product per layer for all K members, no copy of weights or gradients at any step.
+    Matrices (linear weights) are stored ``(K, in, out)``, transposed: their gradient x^T·dy
+    then lands in the parameter's own layout, where ``(K, out, in)`` costs a transposing copy
+    of every weight at every step. A network of ``Flatten``, ``Linear`` and elementwise
+    activations (``mlp``) runs as one ``baddbmm`` per layer, as a bare stacked loop would; any
+    other (``cnn``) through ``vmap`` + ``functional_call``.
     """
 
     per_member_batches = True  # its training batches are (K, B, ...): each member's own order
@@ -113,6 +114,28 @@ class Stacked(nn.Module):
         # the architecture, kept out of the module tree: functional_call supplies every weight
         self._base = [copy.deepcopy(nets[0]).to("meta")]
         self._chain = self._as_chain(nets[0])
+        self._tie()
+
+    def _tie(self) -> None:
+        """Make one tensor per parameter of the blocks' values, the blocks views of it, and hand
+        its gradient to the blocks after every backward pass."""
+        self._whole = []
+        for j in range(len(self._names)):
+            whole = torch.cat([block[j].detach() for block in self.stored]).requires_grad_()
+            for (start, stop), block in zip(self.blocks, self.stored):
+                block[j].data = whole.detach()[start:stop]
+            whole.register_post_accumulate_grad_hook(functools.partial(self._hand_grad, j=j))
+            self._whole.append(whole)
+
+    def _hand_grad(self, whole: Tensor, j: int) -> None:
+        for (start, stop), block in zip(self.blocks, self.stored):
+            block[j].grad = whole.grad[start:stop]
+        whole.grad = None
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._tie()  # a move or cast gives the blocks new tensors: tie them again
+        return self
 
     def _as_chain(self, net: nn.Module) -> list[int | nn.Module] | None:
         """The network as a list of steps: a linear layer's index into the stored parameters
@@ -134,21 +157,16 @@ class Stacked(nn.Module):
     def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
         return functional_call(self._base[0], dict(zip(self._names, params)), (x,))
 
-    def _block(self, params: nn.ParameterList, x: Tensor, shared: bool) -> Tensor:
-        """One block's outputs ``(k, B, C)`` for inputs ``(B, ...)`` (shared) or ``(k, B, ...)``."""
+    def forward(self, x: Tensor, shared: bool = True) -> Tensor:
+        """Outputs ``(K, B, C)`` for inputs ``(B, ...)`` (shared) or ``(K, B, ...)``."""
+        params = self._whole
         if self._chain is None:
             stacked = tuple(p.transpose(1, 2) if flip else p for p, flip in zip(params, self._flip))
             return vmap(self._one, in_dims=(0, None if shared else 0))(stacked, x)
-        k = len(params[0])
-        h = x.flatten(1).expand(k, -1, -1) if shared else x.flatten(2)
+        h = x.flatten(1).expand(len(params[0]), -1, -1) if shared else x.flatten(2)
         for step in self._chain:
             h = torch.baddbmm(params[step + 1].unsqueeze(1), h, params[step]) if isinstance(step, int) else step(h)
         return h
-
-    def forward(self, x: Tensor, shared: bool = True) -> Tensor:
-        outs = [self._block(params, x if shared else x[start:stop], shared)
-                for (start, stop), params in zip(self.blocks, self.stored)]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def parameter_blocks(self) -> list[list[nn.Parameter]]:
         return [list(b.parameters()) for b in self.stored]
