@@ -266,16 +266,16 @@ class Classifier(pl.LightningModule):
         groups: dict[tuple, list[int]] = {}
         for i, m in enumerate(self.members):
             groups.setdefault((m.loss, m.activation, m.label_smoothing, m.numerics), []).append(i)
-        # (loss options, which target tensor, member indices or None for all); the indices are
-        # buffers so they move to the training device once, not at every step
-        self._loss_groups = []
-        for j, (key, idx) in enumerate(groups.items()):
-            if len(idx) < self.k:
-                self.register_buffer(f"_group{j}", torch.tensor(idx), persistent=False)
-            self._loss_groups.append((key, self.target_losses.index(key[0]),
-                                      f"_group{j}" if len(idx) < self.k else None))
-        if len(groups) > 1:  # member order of the concatenated per-group losses
+        # (loss options, which target tensor, its members' slice of the outputs in group order);
+        # with several groups the outputs are gathered into group order once per step (one
+        # gather, not one per group), by index buffers that move to the training device once
+        self._loss_groups, start = [], 0
+        for key, idx in groups.items():
+            self._loss_groups.append((key, self.target_losses.index(key[0]), slice(start, start + len(idx))))
+            start += len(idx)
+        if len(groups) > 1:
             order = torch.tensor([i for idx in groups.values() for i in idx])
+            self.register_buffer("_order", order, persistent=False)
             self.register_buffer("_unsort", torch.argsort(order), persistent=False)
         if self.k == 1:
             self.net = nets[0]
@@ -307,21 +307,21 @@ class Classifier(pl.LightningModule):
         """Each member's loss, ``(K,)`` (``mean`` over the batch) or ``(K, B)`` (``none``).
         ``targets[j]`` are the targets of ``target_losses[j]``: ``(B, ...)`` shared by every
         member, or (``shared=False``) ``(K, B, ...)``, one batch per member."""
+        grouped = len(self._loss_groups) > 1
+        z = z.index_select(0, self._order) if grouped else z
         parts = []
-        for (loss, activation, smoothing, numerics), target, group in self._loss_groups:
-            t = targets[target]
-            idx = None if group is None else getattr(self, group)
-            zg = z if idx is None else z[idx]
+        for (loss, activation, smoothing, numerics), target, members in self._loss_groups:
+            t, zg = targets[target], z[members]
             k, b = zg.shape[:2]
             if shared:
                 t = t.expand(k, *t.shape)
-            elif idx is not None:
-                t = t[idx]
+            elif grouped:
+                t = t.index_select(0, self._order[members])
             per = losses.compute(loss, activation, zg.reshape(k * b, *zg.shape[2:]), t.reshape(k * b, *t.shape[2:]),
                                  label_smoothing=smoothing, numerics=numerics, reduction="none",
                                  check_values=False).reshape(k, b)
             parts.append(per.mean(1) if reduction == "mean" else per)
-        return parts[0] if len(parts) == 1 else torch.cat(parts)[self._unsort]
+        return torch.cat(parts).index_select(0, self._unsort) if grouped else parts[0]
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, _, *targets = batch
