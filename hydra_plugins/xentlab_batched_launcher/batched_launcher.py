@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.xentlab_batched_launcher.batched_launcher.BatchedLauncher"
-    max_members: int = 64  # the most runs one model trains at once (memory grows with it)
+    max_members: int = 32  # the most runs one model trains at once: docs/benchmarks.md has the rule
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="xentlab")
