@@ -148,3 +148,68 @@ def test_the_launcher_composes_a_config_per_group_and_each_job_equals_what_hydra
         assert OmegaConf.to_yaml(cfg.hydra.overrides) == OmegaConf.to_yaml({"hydra": [], "task": job})
     once.take(master, jobs[0])  # a config is handed out once; asked again, it is derived again
     assert len(composed) == len(distinct)
+
+
+@pytest.mark.parametrize("preset", ["fair_grid_binary", "fair_grid_mnist", "fair_grid_multilabel"])
+def test_fair_grid_presets_batch_every_cell_at_four_learning_rates_and_three_seeds(preset):
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    from xentlab import losses, registration
+    from xentlab.errors import ConfigError
+
+    from conftest import ROOT
+
+    registration.register()
+    jobs = preset_jobs(preset)
+    cells = {tuple(o.split("=")[1] for o in job if o.startswith(("activation=", "loss="))) for job in jobs}
+    assert cells == set(itertools.product(losses.ACTIVATIONS, losses.LOSSES))
+    assert {float(o.split("=")[1]) for job in jobs for o in job
+            if o.startswith("optimizer.lr=")} == {3e-4, 1e-3, 3e-3, 1e-2}
+    assert len(jobs) == len(cells) * 4 * 3
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        hydra_cfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert hydra_cfg.hydra.launcher._target_.endswith(".BatchedLauncher")
+    # learning rate and seed may differ within a model: one of each is enough to see the models
+    valid = []
+    for cfg in configs(*[(f"experiment={preset}", *job) for job in jobs
+                         if "seed=0" in job and "optimizer.lr=0.001" in job]):
+        try:
+            valid += [(None, part) for part in train.member_runs(cfg, train.plan(cfg))]
+        except ConfigError:
+            continue
+    outputs = {part.plan.num_outputs for _, part in valid}
+    assert len(outputs) == (2 if preset == "fair_grid_binary" else 1)  # binary: sigmoid/none 1 output, softmax 2
+    assert len(batching.groups(valid, max_members=64)) == len(outputs)
+
+
+def test_stacked_blocks_stay_the_weights_the_forward_uses_after_a_cast_and_get_their_gradients():
+    """The optimizer steps the parameter blocks; the forward pass reads one tensor per parameter.
+    After a cast (as Lightning's device moves and precisions do) a step on a block must still
+    move that member's outputs, and each block gets exactly its members' gradients, as each
+    network alone computes them in float64."""
+    import torch
+
+    from xentlab.module import MemberSettings, Stacked
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+            for _ in range(4)]
+    stacked = Stacked(nets, [MemberSettings("mse", "softmax", lr=lr) for lr in (1e-3, 1e-3, 1e-2, 1e-2)]).double()
+    x = torch.randn(4, 5, 6, dtype=torch.float64)
+    stacked(x, shared=False).square().sum().backward()
+    for (start, stop), block in zip(stacked.blocks, stacked.parameter_blocks()):
+        for i in range(start, stop):
+            alone = [p.detach().double().requires_grad_() for p in nets[i].parameters()]
+            w1, b1, w2, b2 = alone
+            (torch.tanh(x[i] @ w1.T + b1) @ w2.T + b2).square().sum().backward()
+            for p, q in zip(block, alone):  # stored weights are (in, out): the network's transposed
+                grad = p.grad[i - start]
+                torch.testing.assert_close(grad.T if grad.dim() == 2 else grad, q.grad)
+    before = stacked(x, shared=False).detach()
+    with torch.no_grad():
+        stacked.parameter_blocks()[1][-1].add_(1.0)  # the output bias of members 2 and 3
+    after = stacked(x, shared=False).detach()
+    torch.testing.assert_close(after[:2], before[:2])
+    torch.testing.assert_close(after[2:], before[2:] + 1.0)

@@ -64,6 +64,24 @@ def test_every_loss_and_activation_matches_float64_reference(loss, act, numerics
     torch.testing.assert_close(got.double(), reference(loss, act, z, y, numerics=numerics), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("numerics", ["stable", "keras"])
+@pytest.mark.parametrize("act", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_losses_under_bf16_autocast_are_float32_values_of_the_bf16_outputs(loss, act, numerics):
+    """Mixed precision (``trainer.precision=bf16-mixed``) hands the loss bf16 outputs of a
+    matrix product: the loss is computed in float32 from them, as the float64 reference of
+    the same bf16 values says (bf16 arithmetic is off by 1e-3 to 1e-2; float32's own rounding
+    near Keras's clip, as in the float32 test above, stays under 1e-3)."""
+    z, y = sample(loss)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = z @ torch.eye(z.shape[-1])  # a matrix product: autocast makes it bf16
+        assert outputs.dtype == torch.bfloat16
+        value = losses.compute(loss, act, outputs, y, numerics=numerics, reduction="none")
+    assert value.dtype == torch.float32
+    expected = reference(loss, act, outputs.double(), y, numerics=numerics)
+    torch.testing.assert_close(value.double(), expected, rtol=3e-4, atol=1e-5)
+
+
 def test_single_output_bce_matches_reference():
     z = torch.randn(32, 1) * 4
     y = torch.randint(0, 2, (32, 1)).float()

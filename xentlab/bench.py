@@ -18,8 +18,11 @@ writes everything as JSON. Machines are noisy: compare ratios taken in one run.
 
 ``--mode sweep`` times whole sweeps instead: the same grids with the default launcher,
 ``joblib`` (2 jobs) and ``batched`` (rounds interleaved; ``experiment=loss_grid_mnist``
-once), the seconds a job of a sequential sweep spends outside its training, validation
-and test steps, and the per-model speed of models of K members.
+once), each with its time to the first training step; ``experiment=fair_grid_mnist``
+(minutes: ``--skip fair_grid`` leaves it out); the seconds a job of a sequential sweep
+spends outside its training, validation and test steps; and the training throughput of
+models of K members against the bare stacked loop of the same K (the limit), in fp32 and
+bf16 autocast.
 """
 
 from __future__ import annotations
@@ -102,6 +105,85 @@ def bare_loop(x, y, batch_size: int, epochs: int, device, seed: int = 0) -> list
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return times
+
+
+class BareStacked:
+    """The reference of a K-member model: K MLPs (784-256-128-10) as one ``baddbmm`` chain,
+    each member's batch an index gather of its own permutation of the resident training set,
+    torch's fused Adam, softmax cross-entropy; no framework."""
+
+    def __init__(self, x, y, k: int, batch_size: int, device, precision: str = "32-true"):
+        if not torch.cuda.is_available():  # set by importing Lightning; a bare script has not imported it
+            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        g = torch.Generator().manual_seed(0)
+        sizes = [x[0].numel(), 256, 128, 10]
+        self.weights = [(torch.randn(k, i, o, generator=g) / i ** 0.5).to(device).requires_grad_()
+                        for i, o in zip(sizes, sizes[1:])]
+        self.biases = [torch.zeros(k, 1, o, device=device, requires_grad=True) for o in sizes[1:]]
+        self.opt = torch.optim.Adam([*self.weights, *self.biases], lr=1e-3, fused=device.type in FUSED)
+        self.x, self.y, self.k = x.to(device).flatten(1), y.to(device), k
+        self.batch_size, self.device = batch_size, device
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in range(k)]
+        self.bf16 = precision == "bf16-mixed"
+        self.batches = self.epoch_batches()
+
+    def epoch_batches(self):
+        """Each step's (K, B) example indices over one epoch: every member its own permutation."""
+        n = len(self.x)
+        orders = torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.gens])
+        return (orders[:, i:i + self.batch_size] for i in range(0, n, self.batch_size))
+
+    def step(self) -> float:
+        """Seconds for the next optimizer step of every member (a new epoch after the last)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        idx = next(self.batches, None)
+        if idx is None:
+            self.batches = self.epoch_batches()
+            idx = next(self.batches)
+        h = self.x[idx]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            for j, (w, b) in enumerate(zip(self.weights, self.biases)):
+                h = torch.baddbmm(b, h, w)
+                h = h.relu() if j < len(self.weights) - 1 else h
+        loss = F.cross_entropy(h.float().flatten(0, 1), self.y[idx].flatten(), reduction="none")
+        self.opt.zero_grad(set_to_none=True)
+        loss.view(self.k, -1).mean(1).sum().backward()
+        self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+
+class PairedSteps(pl.Callback):
+    """Interleaves the bare references with xentlab's training, step by step: after each of
+    xentlab's steps one step of each reference, so on a shared machine every figure compared
+    meets the same load. Per epoch: xentlab's seconds (its steps, data and hooks, from one
+    bare step's end to its next step's end) and each reference's seconds over as many steps."""
+
+    def __init__(self, references: dict[str, BareStacked]):
+        self.references = references
+        self.times: list[float] = []
+        self.reference_times: dict[str, list[float]] = {name: [] for name in references}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        for reference in self.references.values():
+            reference.batches = reference.epoch_batches()
+        self._epoch, self._ref = 0.0, dict.fromkeys(self.references, 0.0)
+        EpochTimer._sync(trainer)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        EpochTimer._sync(trainer)
+        self._epoch += time.perf_counter() - self._t0
+        for name, reference in self.references.items():
+            self._ref[name] += reference.step()
+        if batch_idx == trainer.num_training_batches - 1:
+            self.times.append(self._epoch)
+            for name, seconds in self._ref.items():
+                self.reference_times[name].append(seconds)
+        self._t0 = time.perf_counter()
 
 
 def xentlab_path(batch_size: int, epochs: int, data_root: str, accelerator: str, logger: str,
@@ -240,18 +322,27 @@ def job_overhead(data_root: str, store: str, jobs: int) -> dict[str, dict]:
             "later_jobs_wall_s": spread(walls[1:]), "later_jobs_outside_steps_s": spread(overheads[1:])}
 
 
-def sweep_wall(overrides: tuple[str, ...], launcher: tuple[str, ...], data_root: str, tmp: str) -> float:
-    """Wall seconds of ``python run.py -m <overrides> <launcher>``, start-up included."""
+def sweep_wall(overrides: tuple[str, ...], launcher: tuple[str, ...], data_root: str, tmp: str) -> dict[str, float]:
+    """Wall seconds of ``python run.py -m <overrides> <launcher>``, start-up included, and the
+    seconds from its launch to its first training step (the first model's "training started")."""
     out = tempfile.mkdtemp(dir=tmp)
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, *launcher, f"data.root={data_root}",
            f"logger.tracking_uri=sqlite:///{out}/mlflow.db", f"hydra.sweep.dir={out}/multirun",
            "trainer.progress_bar=false"]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first_step, lines = float("nan"), []
+    for line in proc.stdout:
+        if math.isnan(first_step) and "training started" in line:
+            first_step = time.perf_counter() - t0
+        lines.append(line)
+    proc.wait()
     wall = time.perf_counter() - t0
-    if done.returncode != 0 or " 0 failed" not in done.stdout:
-        raise RuntimeError(f"sweep {' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return wall
+    text = "".join(lines)
+    if proc.returncode != 0 or " 0 failed" not in text:
+        raise RuntimeError(f"sweep {' '.join(cmd)} failed:\n{text[-4000:]}")
+    return {"wall_s": wall, "first_step_s": first_step}
 
 
 SWEEPS = {  # name: the sweep's overrides
@@ -262,33 +353,67 @@ SWEEPS = {  # name: the sweep's overrides
 }
 LAUNCHERS = {"default": (), "joblib (2 jobs)": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
              "batched": ("hydra/launcher=batched",)}
+FAIR_GRID = ("experiment=fair_grid_mnist",)  # its own preset runs it on the batched launcher
 
 
-def members_throughput(data_root: str, accelerator: str, sizes: list[int], epochs: int = 1) -> dict[str, dict]:
-    """Seconds per epoch per model of a K-member model (a grid of activation × loss × lr ×
-    seeds cells, ``data.subset=5000``, ordered as the batched launcher orders a model's
-    members), against one model alone (K = 1)."""
+def members_throughput(data_root: str, accelerator: str, sizes: list[int], rounds: int,
+                       precisions: tuple[str, ...] = ("32-true", "bf16-mixed"), epochs: int = 3) -> dict[str, dict]:
+    """Training samples per second of a K-member model, all members together (a grid of
+    activation × loss × lr × seeds cells, ``data.subset=5000``, ordered as the batched
+    launcher orders a model's members), against the bare stacked loop with the same K and
+    precision (:class:`BareStacked`), interleaved step by step (:class:`PairedSteps`) with the
+    bare loop in its precision and, for any other than the first (fp32), in the first too;
+    ``epochs`` timed epochs after one warm-up epoch; ratios are taken within an epoch, a round's
+    figure is the median over its epochs. Speed-ups over fp32 compare the two calls of a round,
+    each normalised by the bare fp32 steps that ran beside it."""
     from xentlab import batching, train
     from xentlab.tracking.lifecycle import NoTracking
 
     cells = [("softmax", "sparse_cce"), ("softmax", "mse"), ("sigmoid", "bce"), ("softmax", "cce")]
     lrs = (3e-4, 1e-3, 3e-3, 1e-2)
-    out = {}
-    for k in [1, *sizes]:
-        parts = []
-        for i in range(k):
-            activation, loss = cells[i % len(cells)]
-            cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", f"trainer.max_epochs={epochs + 1}",
-                           f"trainer.accelerator={accelerator}", "trainer.progress_bar=false",
-                           "trainer.checkpoint=false", "logger=none", f"activation={activation}", f"loss={loss}",
-                           f"optimizer.lr={lrs[(i // len(cells)) % len(lrs)]}", f"seed={i}")
-            parts += train.member_runs(cfg, train.plan(cfg))
-        (model,) = batching.groups([(None, part) for part in parts], max_members=k)
-        timer = EpochTimer()
-        train.train([part for _, part in model], NoTracking(), callbacks=[timer])
-        per_epoch = median(timer.times[1:])
-        out[str(k)] = {"epoch_s": per_epoch, "per_model_epoch_s": per_epoch / k,
-                       "samples_per_s_per_model": 5000 * k / per_epoch}
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    split = mnist_task.build(None, make_cfg(f"data.root={data_root}", "data.subset=5000").data).train
+    n, first = len(split), precisions[0]
+    # (precision, K) -> per round: medians over the pairs of xentlab / own bare, xentlab / bare fp32 and
+    # bare fp32 / own bare (time ratios), and the seconds an epoch of xentlab and of its bare loop took
+    rounds_of: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for r in range(rounds):
+        for precision in precisions:
+            for k in sizes:
+                print(f"members: K = {k}, {precision}, round {r + 1}/{rounds}", flush=True)
+                parts = []
+                for i in range(k):
+                    activation, loss = cells[i % len(cells)]
+                    cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", f"trainer.max_epochs={epochs + 1}",
+                                   f"trainer.accelerator={accelerator}", f"trainer.precision={precision}",
+                                   "trainer.progress_bar=false", "trainer.checkpoint=false", "logger=none",
+                                   f"activation={activation}", f"loss={loss}",
+                                   f"optimizer.lr={lrs[(i // len(cells)) % len(lrs)]}", f"seed={i}")
+                    parts += train.member_runs(cfg, train.plan(cfg))
+                (model,) = batching.groups([(None, part) for part in parts], max_members=k)
+                timer = PairedSteps({p: BareStacked(split.x, split.y, k, 128, device, p)
+                                     for p in dict.fromkeys((precision, first))})
+                train.train([part for _, part in model], NoTracking(), callbacks=[timer])
+                mine = timer.times[1:]
+                own, fp32 = timer.reference_times[precision][1:], timer.reference_times[first][1:]
+                rounds_of.setdefault((precision, k), []).append({
+                    "xentlab_s": median(mine), "bare_s": median(own),
+                    "xentlab/own": median(m / b for m, b in zip(mine, own)),
+                    "xentlab/fp32": median(m / b for m, b in zip(mine, fp32)),
+                    "fp32/own": median(b32 / b for b32, b in zip(fp32, own))})
+    out: dict[str, dict] = {}
+    for precision in precisions:
+        rows = out.setdefault(precision, {})
+        for k in sizes:
+            runs = rounds_of[(precision, k)]
+            rows[str(k)] = {"xentlab_samples_per_s": spread([n * k / one["xentlab_s"] for one in runs]),
+                            "bare_samples_per_s": spread([n * k / one["bare_s"] for one in runs]),
+                            "xentlab/bare": spread([1 / one["xentlab/own"] for one in runs])}
+            if precision != first:
+                base = rounds_of[(first, k)]
+                rows[str(k)]["speedup_over_" + first] = spread([b["xentlab/fp32"] / one["xentlab/fp32"]
+                                                                for b, one in zip(base, runs)])
+                rows[str(k)]["bare_speedup_over_" + first] = spread([one["fp32/own"] for one in runs])
     return out
 
 
@@ -301,23 +426,29 @@ def sweep_mode(a) -> dict:
                                      else platform.processor() or "cpu")},
               "rounds": a.rounds, "sweeps": {}}
     for name, overrides in SWEEPS.items():
-        if name.startswith("experiment=") and "preset" in a.skip:
+        if "launchers" in a.skip or (name.startswith("experiment=") and "preset" in a.skip):
             continue
         rounds = 1 if name.startswith("experiment=") else a.rounds
-        walls: dict[str, list[float]] = {k: [] for k in LAUNCHERS}
+        runs: dict[str, list[dict[str, float]]] = {k: [] for k in LAUNCHERS}
         for r in range(rounds):  # launchers interleaved within a round
             for launcher, extra in LAUNCHERS.items():
                 print(f"{name}: {launcher}, round {r + 1}/{rounds}", flush=True)
-                walls[launcher].append(sweep_wall(overrides, extra, a.data_root, tmp))
+                runs[launcher].append(sweep_wall(overrides, extra, a.data_root, tmp))
+        walls = {k: [one["wall_s"] for one in v] for k, v in runs.items()}
         result["sweeps"][name] = {
             "command": "python run.py -m " + " ".join(overrides), "rounds": rounds,
             "wall_s": {k: spread(v) for k, v in walls.items()},
+            "first_step_s": {k: spread([one["first_step_s"] for one in v]) for k, v in runs.items()},
             "speedup": {k: spread([d / w for d, w in zip(walls["default"], v)])
                         for k, v in walls.items() if k != "default"}}
-    print("per-job overhead of a sequential sweep", flush=True)
-    result["job_overhead"] = job_overhead(a.data_root, f"sqlite:///{tmp}/overhead.db", jobs=a.rounds + 3)
-    print("members per model", flush=True)
-    result["members"] = members_throughput(a.data_root, device, a.members)
+    if "fair_grid" not in a.skip:
+        print("experiment=fair_grid_mnist", flush=True)
+        result["fair_grid"] = {"command": "python run.py -m " + " ".join(FAIR_GRID),
+                               **sweep_wall(FAIR_GRID, (), a.data_root, tmp)}
+    if "overhead" not in a.skip:
+        print("per-job overhead of a sequential sweep", flush=True)
+        result["job_overhead"] = job_overhead(a.data_root, f"sqlite:///{tmp}/overhead.db", jobs=a.rounds + 3)
+    result["members"] = members_throughput(a.data_root, device, a.members, a.rounds, tuple(a.precisions))
     return result
 
 
@@ -337,7 +468,7 @@ def patience_mode(a) -> dict:
     for r in range(a.rounds):
         for name, extra in variants.items():
             print(f"patience: {name}, round {r + 1}/{a.rounds}", flush=True)
-            walls[name].append(sweep_wall((*base, *extra), (), a.data_root, tmp))
+            walls[name].append(sweep_wall((*base, *extra), (), a.data_root, tmp)["wall_s"])
     full, stopped = walls.values()
     return {"command": "python run.py -m " + " ".join(base[:1]), "rounds": a.rounds,
             "wall_s": {k: spread(v) for k, v in walls.items()},
@@ -352,22 +483,39 @@ def patience_markdown(result: dict) -> str:
 
 
 def sweep_markdown(result: dict) -> str:
-    lines = ["| sweep | launcher | wall s | default / launcher |", "|---|---|---|---|"]
+    lines = []
+    if result["sweeps"]:
+        lines += ["| sweep | launcher | wall s | to first step s | default / launcher |", "|---|---|---|---|---|"]
     for name, s in result["sweeps"].items():
         for launcher, w in s["wall_s"].items():
             ratio = cell(s["speedup"][launcher], "{:.2f}") if launcher in s["speedup"] else "1"
-            lines.append(f"| {name} | {launcher} | {cell(w, '{:.1f}')} | {ratio} |")
-    o = result["job_overhead"]
-    lines += ["", "Sequential sweep, 1-epoch jobs on data.subset=5000 with MLflow: first job "
-              f"{o['first_job_s']['wall']:.2f} s "
-              f"({o['first_job_s']['outside_steps']:.2f} s outside its steps); later jobs "
-              f"{cell(o['later_jobs_wall_s'], '{:.2f}')} s, of which "
-              f"{cell(o['later_jobs_outside_steps_s'], '{:.2f}')} s "
-              "outside their training, validation and test steps.", "",
-              "| members K | epoch s | per model s | samples/s per model |", "|---|---|---|---|"]
-    for k, m in result["members"].items():
-        lines.append(f"| {k} | {m['epoch_s']:.2f} | {m['per_model_epoch_s']:.3f} | "
-                     f"{m['samples_per_s_per_model']:,.0f} |")
+            lines.append(f"| {name} | {launcher} | {cell(w, '{:.1f}')} | {cell(s['first_step_s'][launcher], '{:.1f}')} "
+                         f"| {ratio} |")
+    if "fair_grid" in result:
+        f = result["fair_grid"]
+        lines += ["", f"`{f['command']}`: {f['wall_s']:.1f} s in all, first training step after "
+                      f"{f['first_step_s']:.1f} s."]
+    if "job_overhead" in result:
+        o = result["job_overhead"]
+        lines += ["", "Sequential sweep, 1-epoch jobs on data.subset=5000 with MLflow: first job "
+                  f"{o['first_job_s']['wall']:.2f} s "
+                  f"({o['first_job_s']['outside_steps']:.2f} s outside its steps); later jobs "
+                  f"{cell(o['later_jobs_wall_s'], '{:.2f}')} s, of which "
+                  f"{cell(o['later_jobs_outside_steps_s'], '{:.2f}')} s "
+                  "outside their training, validation and test steps."]
+    for precision, rows in result["members"].items():
+        speedup = next((key for key in next(iter(rows.values())) if key.startswith("speedup_over_")), None)
+        head = "| members K | bare stacked loop samples/s | xentlab samples/s | xentlab / bare |"
+        if speedup:
+            head += f" xentlab speed-up over {speedup.removeprefix('speedup_over_')} | bare speed-up |"
+        lines += ["", f"Training samples per second, all members together, {precision}:", "", head,
+                  "|---" * head.count(" | ") + "|---|"]
+        for k, m in rows.items():
+            row = (f"| {k} | {cell(m['bare_samples_per_s'], '{:,.0f}')} | {cell(m['xentlab_samples_per_s'], '{:,.0f}')}"
+                   f" | {cell(m['xentlab/bare'], '{:.2f}')} |")
+            if speedup:
+                row += f" {cell(m[speedup], '{:.2f}')} | {cell(m['bare_' + speedup], '{:.2f}')} |"
+            lines.append(row)
     return "\n".join(lines)
 
 
@@ -377,7 +525,9 @@ def main(argv=None) -> dict:
                     help="training: one run's path against a bare loop; sweep: launchers, per-job overhead, "
                          "members; patience: the compute early stopping saves")
     ap.add_argument("--patience", type=int, default=5, help="patience mode: trainer.patience")
-    ap.add_argument("--members", type=int, nargs="+", default=[8, 32, 128], help="sweep mode: K per model")
+    ap.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 64], help="sweep mode: K per model")
+    ap.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"],
+                    help="sweep mode: trainer.precision of the K-member rows (speed-ups over the first)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--epochs", type=int, default=1, help="timed epochs per call (one more runs as warm-up)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every variant")
@@ -386,7 +536,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--data-root", default=str(ROOT / "data"))
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
     ap.add_argument("--skip", nargs="*", default=[],
-                    choices=["dataloader", "mlflow", "startup", "sparse", "seeds", "preset"])
+                    choices=["dataloader", "mlflow", "startup", "sparse", "seeds", "preset", "launchers", "fair_grid",
+                             "overhead"],
+                    help="parts to leave out; sweep mode: preset (loss_grid_mnist), launchers (every launcher "
+                         "sweep), fair_grid (experiment=fair_grid_mnist, minutes), overhead (per-job cost)")
     a = ap.parse_args(argv)
     if a.mode in ("sweep", "patience"):
         result = sweep_mode(a) if a.mode == "sweep" else patience_mode(a)

@@ -380,10 +380,17 @@ def compute(
     validate_targets(loss, outputs, targets, check_values=check_values)
     spec = LOSSES[loss]
     form = spec.keras if numerics == "keras" else spec.stable
-    per_example = form(activation, outputs, targets, float(label_smoothing))
+    # Under mixed precision (autocast) the outputs may come as bf16/fp16: the log-space forms
+    # (log-softmax, logsumexp, the Keras clip at 1e-7) need float32's range and resolution.
+    with torch.autocast(outputs.device.type, enabled=False):
+        per_example = form(activation, _at_least_float32(outputs), targets, float(label_smoothing))
     if reduction == "none":
         return per_example
     return per_example.mean() if reduction == "mean" else per_example.sum()
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
 
 
 def encode_targets(loss: str, labels: Tensor, num_outputs: int) -> Tensor:

@@ -2,8 +2,8 @@
 optimizer settings (a *member*, logged as its own MLflow run), trained as one model.
 
 A single run is K = 1: its network is called as it is (:class:`Plain`). For K > 1 the
-members' parameters are stacked (:class:`Stacked`, ``torch.func.stack_module_state``) and evaluated with ``vmap`` +
-``functional_call``, so small models share each step's fixed cost. Members share no
+members' parameters are stacked (:class:`Stacked`, ``torch.func.stack_module_state``) and evaluated as
+batched matrix products, so small models share each step's fixed cost. Members share no
 parameters and Adam and SGD act elementwise, so every member follows exactly the
 trajectory it would follow alone: its own initial weights, data order (a generator per
 member, ``xentlab.data.MemberData``), loss and learning rate. Members with the same
@@ -13,6 +13,7 @@ optimizer settings share a parameter block and an optimizer param group.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -73,13 +74,22 @@ class Plain:
         return [list(self.net.parameters())]
 
 
-class Stacked(nn.Module):
-    """K > 1 networks of one architecture, their parameters stacked and called through ``vmap``.
+# Layers a stacked model applies as they are to ``(K, B, features)`` tensors (elementwise).
+ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh)
 
-    One parameter block per run of consecutive members with equal optimizer settings, so
-    each block is one optimizer param group. Matrices (linear weights) are stored
-    ``(K, in, out)``, transposed: their gradient x^T·dy then lands in the parameter's own
-    layout, where ``(K, out, in)`` costs a transposing copy of every weight at every step.
+
+class Stacked(nn.Module):
+    """K > 1 networks of one architecture, their parameters stacked, ``(K, ...)`` each.
+
+    The optimizer sees one parameter block per run of consecutive members with equal optimizer
+    settings (one param group each); the blocks are views of one tensor per parameter, which
+    the forward pass uses whole, and whose gradient each block takes as views again: one
+    product per layer for all K members, no copy of weights or gradients at any step.
+    Matrices (linear weights) are stored ``(K, in, out)``, transposed: their gradient x^T·dy
+    then lands in the parameter's own layout, where ``(K, out, in)`` costs a transposing copy
+    of every weight at every step. A network of ``Flatten``, ``Linear`` and elementwise
+    activations (``mlp``) runs as one ``baddbmm`` per layer, as a bare stacked loop would; any
+    other (``cnn``) through ``vmap`` + ``functional_call``.
     """
 
     per_member_batches = True  # its training batches are (K, B, ...): each member's own order
@@ -103,20 +113,60 @@ class Stacked(nn.Module):
             self.stored.append(nn.ParameterList([nn.Parameter(p.detach().contiguous()) for p in stored]))
         # the architecture, kept out of the module tree: functional_call supplies every weight
         self._base = [copy.deepcopy(nets[0]).to("meta")]
+        self._chain = self._as_chain(nets[0])
+        self._tie()
 
-    def _stacked(self) -> tuple[Tensor, ...]:
-        """Every member's parameters, ``(K, ...)`` each, in the network's own layout."""
-        if len(self.stored) == 1:
-            params = tuple(self.stored[0])
-        else:
-            params = tuple(torch.cat([b[j] for b in self.stored]) for j in range(len(self._names)))
-        return tuple(p.transpose(1, 2) if flip else p for p, flip in zip(params, self._flip))
+    def _tie(self) -> None:
+        """Make one tensor per parameter of the blocks' values, the blocks views of it, and hand
+        its gradient to the blocks after every backward pass."""
+        self._whole = []
+        for j in range(len(self._names)):
+            whole = torch.cat([block[j].detach() for block in self.stored]).requires_grad_()
+            for (start, stop), block in zip(self.blocks, self.stored):
+                block[j].data = whole.detach()[start:stop]
+            whole.register_post_accumulate_grad_hook(functools.partial(self._hand_grad, j=j))
+            self._whole.append(whole)
+
+    def _hand_grad(self, whole: Tensor, j: int) -> None:
+        for (start, stop), block in zip(self.blocks, self.stored):
+            block[j].grad = whole.grad[start:stop]
+        whole.grad = None
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._tie()  # a move or cast gives the blocks new tensors: tie them again
+        return self
+
+    def _as_chain(self, net: nn.Module) -> list[int | nn.Module] | None:
+        """The network as a list of steps: a linear layer's index into the stored parameters
+        (weight, then bias), or an elementwise module; None when it has any other layer."""
+        if not isinstance(net, nn.Sequential):
+            return None
+        chain: list[int | nn.Module] = []
+        j = 0
+        for layer in net:
+            if isinstance(layer, nn.Linear) and layer.bias is not None:
+                chain.append(j)
+                j += 2
+            elif isinstance(layer, ELEMENTWISE):
+                chain.append(layer)
+            elif not (isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1):
+                return None
+        return chain
 
     def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
         return functional_call(self._base[0], dict(zip(self._names, params)), (x,))
 
     def forward(self, x: Tensor, shared: bool = True) -> Tensor:
-        return vmap(self._one, in_dims=(0, None if shared else 0))(self._stacked(), x)
+        """Outputs ``(K, B, C)`` for inputs ``(B, ...)`` (shared) or ``(K, B, ...)``."""
+        params = self._whole
+        if self._chain is None:
+            stacked = tuple(p.transpose(1, 2) if flip else p for p, flip in zip(params, self._flip))
+            return vmap(self._one, in_dims=(0, None if shared else 0))(stacked, x)
+        h = x.flatten(1).expand(len(params[0]), -1, -1) if shared else x.flatten(2)
+        for step in self._chain:
+            h = torch.baddbmm(params[step + 1].unsqueeze(1), h, params[step]) if isinstance(step, int) else step(h)
+        return h
 
     def parameter_blocks(self) -> list[list[nn.Parameter]]:
         return [list(b.parameters()) for b in self.stored]
@@ -216,16 +266,16 @@ class Classifier(pl.LightningModule):
         groups: dict[tuple, list[int]] = {}
         for i, m in enumerate(self.members):
             groups.setdefault((m.loss, m.activation, m.label_smoothing, m.numerics), []).append(i)
-        # (loss options, which target tensor, member indices or None for all); the indices are
-        # buffers so they move to the training device once, not at every step
-        self._loss_groups = []
-        for j, (key, idx) in enumerate(groups.items()):
-            if len(idx) < self.k:
-                self.register_buffer(f"_group{j}", torch.tensor(idx), persistent=False)
-            self._loss_groups.append((key, self.target_losses.index(key[0]),
-                                      f"_group{j}" if len(idx) < self.k else None))
-        if len(groups) > 1:  # member order of the concatenated per-group losses
+        # (loss options, which target tensor, its members' slice of the outputs in group order);
+        # with several groups the outputs are gathered into group order once per step (one
+        # gather, not one per group), by index buffers that move to the training device once
+        self._loss_groups, start = [], 0
+        for key, idx in groups.items():
+            self._loss_groups.append((key, self.target_losses.index(key[0]), slice(start, start + len(idx))))
+            start += len(idx)
+        if len(groups) > 1:
             order = torch.tensor([i for idx in groups.values() for i in idx])
+            self.register_buffer("_order", order, persistent=False)
             self.register_buffer("_unsort", torch.argsort(order), persistent=False)
         if self.k == 1:
             self.net = nets[0]
@@ -257,21 +307,21 @@ class Classifier(pl.LightningModule):
         """Each member's loss, ``(K,)`` (``mean`` over the batch) or ``(K, B)`` (``none``).
         ``targets[j]`` are the targets of ``target_losses[j]``: ``(B, ...)`` shared by every
         member, or (``shared=False``) ``(K, B, ...)``, one batch per member."""
+        grouped = len(self._loss_groups) > 1
+        z = z.index_select(0, self._order) if grouped else z
         parts = []
-        for (loss, activation, smoothing, numerics), target, group in self._loss_groups:
-            t = targets[target]
-            idx = None if group is None else getattr(self, group)
-            zg = z if idx is None else z[idx]
+        for (loss, activation, smoothing, numerics), target, members in self._loss_groups:
+            t, zg = targets[target], z[members]
             k, b = zg.shape[:2]
             if shared:
                 t = t.expand(k, *t.shape)
-            elif idx is not None:
-                t = t[idx]
+            elif grouped:
+                t = t.index_select(0, self._order[members])
             per = losses.compute(loss, activation, zg.reshape(k * b, *zg.shape[2:]), t.reshape(k * b, *t.shape[2:]),
                                  label_smoothing=smoothing, numerics=numerics, reduction="none",
                                  check_values=False).reshape(k, b)
             parts.append(per.mean(1) if reduction == "mean" else per)
-        return parts[0] if len(parts) == 1 else torch.cat(parts)[self._unsort]
+        return torch.cat(parts).index_select(0, self._unsort) if grouped else parts[0]
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, _, *targets = batch
@@ -311,7 +361,8 @@ class Classifier(pl.LightningModule):
             self._collect_failures()
 
     def _collect_failures(self) -> None:
-        if self._bad_step is None:
+        """Record the members newly found diverged (one count per call; a loop over members only when one has)."""
+        if self._bad_step is None or int(torch.count_nonzero(self._bad_step)) == len(self.failed):
             return
         for i, first in enumerate(self._bad_step.tolist()):
             if first and i not in self.failed:

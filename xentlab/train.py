@@ -212,7 +212,7 @@ def describe(r: MemberRun, checkpoint_dir: Optional[Path], members: int) -> life
     """The tags and params of a member's MLflow run that training knows (the store adds its git
     commit, host and process; the device follows once Lightning has picked it, an error or
     resume when they happen). ``members``: how many its model trains (``batch_members`` when > 1)."""
-    p, cfg = r.plan, OmegaConf.merge(r.cfg, {"seed": r.seed})
+    p, cfg = r.plan, r.cfg  # a member's config already holds its seed (member_runs)
     tags = {
         "task": p.task.name, "task_kind": p.task.kind, "activation": p.activation,
         "activation_requested": cfg.activation.name, "loss": p.loss, "num_outputs": p.num_outputs,

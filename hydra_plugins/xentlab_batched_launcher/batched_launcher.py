@@ -34,7 +34,7 @@ class Executor(Enum):
 @dataclass
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.xentlab_batched_launcher.batched_launcher.BatchedLauncher"
-    max_members: int = 64  # the most runs one model trains at once (memory grows with it)
+    max_members: int = 32  # the most runs one model trains at once: docs/benchmarks.md has the rule
     executor: Optional[Executor] = None  # slurm: each model one SLURM job, with the resources below
     # hydra/launcher=slurm's fields (hydra-submitit-launcher's SlurmQueueConf), e.g. hydra.launcher.slurm.mem_gb=4
     slurm: Dict[str, Any] = field(default_factory=lambda: {k: v for k, v in asdict(SlurmQueueConf()).items()
@@ -45,7 +45,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_members: int = 64, executor: Optional[Executor] = None, slurm: Any = None) -> None:
+    def __init__(self, max_members: int = 32, executor: Optional[Executor] = None, slurm: Any = None) -> None:
         self.max_members = max_members
         self.slurm = OmegaConf.to_container(slurm, resolve=True) if executor is not None else None
         self.config: Optional[DictConfig] = None
