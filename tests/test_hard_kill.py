@@ -277,6 +277,7 @@ def test_batched_model_killed_hard_goes_on_from_its_checkpoint_in_its_runs_with_
     for run in resumed.values():
         assert run.info.status == "FINISHED" and run.data.tags["resumed_after"] == "KILLED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [0, 1, 2]
+        assert Path(run.data.tags["checkpoint"]).is_relative_to(tmp_path / "again")  # where a next resume starts
         twin = uninterrupted[(run.data.tags["loss"], run.data.tags["seed"])]
         for key in ("test/acc", "test/loss", "val/loss"):
             assert run.data.metrics[key] == pytest.approx(twin.data.metrics[key], rel=1e-4, abs=1e-6), key

@@ -139,6 +139,8 @@ def tracked_run(uri: str, experiment: str, description: RunDescription,
         run_id = resume_run_id
         experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
         store.reopen(client, run_id, parent=os.environ.get(store.ENV_PARENT))  # a continued sweep adopts it
+        if "checkpoint" in description.tags:  # the next resume goes on from this continuation's checkpoints
+            store.set_tags(client, run_id, {"checkpoint": description.tags["checkpoint"]})
     else:
         run_id = store.create_run(client, experiment, description.name, {**description.tags, **parent})
     log.info("MLflow run %s (%s) in experiment %r at %s", description.name, run_id, experiment, uri)
