@@ -351,18 +351,13 @@ def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping
     """``resume=auto``: the run of ``experiment`` whose params equal ``identity`` (nested, as in
     the config). A FINISHED one wins; else the newest KILLED or FAILED one, a stale RUNNING one
     being ended KILLED first. A RUNNING one that may be alive is refused: another process is
-    training this configuration now. ``runs``: the experiment's runs, when the caller looks up
-    many configurations (else this one's seed is searched for)."""
+    training this configuration now. ``runs``: the experiment's runs (:func:`experiment_runs`),
+    fetched once by a caller that looks up many configurations."""
     from mlflow import MlflowClient
 
     client = MlflowClient(resolve_uri(tracking_uri))
     want = {k: str(v)[:6000] for k, v in flatten(identity).items()}
-    if runs is None:
-        exp = client.get_experiment_by_name(os.environ.get(ENV_EXPERIMENT, experiment))
-        if exp is None:
-            return None
-        runs = search_all(client, [exp.experiment_id], f"params.seed = '{want['seed']}'" if "seed" in want else "")
-    mine = [r for r in runs
+    mine = [r for r in (experiment_runs(tracking_uri, experiment) if runs is None else runs)
             if all(r.data.params.get(k, str(BEFORE[k]) if k in BEFORE else None) == v for k, v in want.items())]
     for run in mine:
         if run.info.status == "FINISHED":
