@@ -73,15 +73,19 @@ IDENTITY = {"task": {"name": "binary"}, "loss": {"name": "bce"}, "seed": 1}
 PARAMS = {"task.name": "binary", "loss.name": "bce", "seed": "1"}
 
 
-def test_previous_run_prefers_finished_then_the_newest_with_a_checkpoint(client, store, tmp_path):
+def test_previous_run_prefers_finished_then_the_newest_with_a_checkpoint_then_one_without(client, store, tmp_path):
     exp = client.create_experiment("prev")
     assert tracking.previous_run(store, "prev", IDENTITY, 600) is None
     ckpt = tmp_path / "last.ckpt"
     ckpt.write_bytes(b"x")
     here = {"host": socket.gethostname()}
     make_run(client, exp, status="KILLED", params={**PARAMS, "seed": "2"}, tags={"checkpoint": str(ckpt)})  # other seed
-    make_run(client, exp, status="FAILED", params=PARAMS)  # no checkpoint: nothing to go on from
-    assert tracking.previous_run(store, "prev", IDENTITY, 600) is None
+    failed = make_run(client, exp, status="FAILED", params=PARAMS)  # no checkpoint: trains again, in this run
+    found = tracking.previous_run(store, "prev", IDENTITY, 600)
+    assert (found.run_id, found.status, found.checkpoint) == (failed.info.run_id, "FAILED", None)
+    unlogged = make_run(client, exp, status="KILLED", tags={"identity": tracking.identity_key(IDENTITY)})  # no params
+    found = tracking.previous_run(store, "prev", IDENTITY, 600)
+    assert (found.run_id, found.status, found.checkpoint) == (unlogged.info.run_id, "KILLED", None)  # the newest
     stale = make_run(client, exp, params=PARAMS, tags={**here, "pid": str(dead_pid()), "checkpoint": str(ckpt)})
     found = tracking.previous_run(store, "prev", IDENTITY, 600)
     assert (found.run_id, found.status, found.checkpoint) == (stale.info.run_id, "KILLED", str(ckpt))
@@ -227,6 +231,7 @@ def test_batched_sweep_killed_hard_after_its_first_model_trains_only_the_rest_wi
     client, runs = runs_in(store)
     finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
     assert len(finished) < 12 and [r for r in runs if r.info.status == "RUNNING"]  # killed mid-sweep
+    before = {r.info.run_id for r in runs}
 
     out = ran(*BATCHED, f"logger.tracking_uri={store}", "resume=auto", cwd=tmp_path / "again")
     assert "xentlab sweep: 12 ran, 0 skipped, 0 failed" in out.stdout
@@ -236,12 +241,12 @@ def test_batched_sweep_killed_hard_after_its_first_model_trains_only_the_rest_wi
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     assert parent.info.status == "FINISHED" and parent.data.tags["resumed"] == "1"
     members = [r for r in runs if r is not parent]
-    done = [r for r in members if r.info.status == "FINISHED"]
-    cells = {(r.data.params["loss.name"], r.data.params["seed"], r.data.params["optimizer.lr"]) for r in done}
-    assert len(cells) == len(done) == 12  # one FINISHED run per configuration
-    assert finished <= {r.info.run_id for r in done}  # what had finished is kept, not trained again
-    assert all(r.info.status == "KILLED" for r in members if r not in done)  # the killed model's runs
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in done)
+    cells = {(r.data.params["loss.name"], r.data.params["seed"], r.data.params["optimizer.lr"]) for r in members}
+    assert len(cells) == len(members) == 12  # one run per configuration: the killed model's runs were taken up
+    assert all(r.info.status == "FINISHED" for r in members)
+    assert before <= {r.info.run_id for r in runs}
+    assert finished <= {r.info.run_id for r in members if r.data.tags.get("resumed") is None}  # not trained again
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in members)
 
 
 @pytest.mark.slow

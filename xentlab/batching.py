@@ -76,13 +76,14 @@ def launch(jobs: Sequence[Job], max_members: int, slurm: Optional[dict[str, Any]
 
     With ``resume=auto`` a member whose configuration has a FINISHED run is done already. A
     model whose members all have unfinished runs here goes on from its checkpoint in those
-    runs; other unfinished members (KILLED, FAILED, stale) train from the start in new models."""
+    runs; other unfinished members (KILLED, FAILED, stale) train from the start in new models,
+    each in its earlier run."""
     if max_members < 1:
         raise ConfigError(f"hydra.launcher.max_members must be >= 1, got {max_members}")
     records: dict[int, dict[str, Any]] = {}
     runs: list[tuple[Job, train.MemberRun]] = []
     results: dict[int, list[dict[str, Any]]] = {}
-    unfinished: dict[int, Any] = {}  # id(run) -> its earlier run, which left a checkpoint
+    unfinished: dict[int, Any] = {}  # id(run) -> its earlier unfinished run
     trackers: dict[str, Any] = {}
     for job in jobs:
         with outcome.job(_record(job), sweeping=True) as record:
@@ -95,14 +96,14 @@ def launch(jobs: Sequence[Job], max_members: int, slurm: Optional[dict[str, Any]
             done = {id(run): f for run in members if isinstance(f := found.get(id(run)), checkpoints.Done)}
             results[job.num] = [_result_of(run, done[id(run)]) for run in members if id(run) in done]
             runs += [(job, run) for run in members if id(run) not in done]
-            unfinished.update({i: f for i, f in found.items() if i not in done and f is not None and f.checkpoint})
+            unfinished.update({i: f for i, f in found.items() if i not in done and f is not None})
             if len(done) == len(members):
                 record.update(_trained(p, results[job.num]))
         if "status" in record:
             records[job.num] = record
             _write(job, record)
     resumed, runs = _resumable(runs, unfinished)
-    models = resumed + [(model, None) for model in groups(runs, max_members)]
+    models = resumed + [(model, _restart(model, unfinished)) for model in groups(runs, max_members)]
     already = sum(bool(r.get("already_done")) for r in records.values())
     log.info("batched launcher: %d jobs (%d skipped, %d done earlier), %d runs as %d model(s) of at most %d members",
              len(jobs), len(records) - already, already, sum(len(m) for m, _ in models), len(models), max_members)
@@ -160,7 +161,7 @@ def _resumable(runs: list[tuple[Job, train.MemberRun]], unfinished: dict[int, An
     keep their order, so the checkpoint's weights and optimizer state fit them."""
     by_checkpoint: dict[str, dict[str, tuple[Job, train.MemberRun]]] = {}
     for job, run in runs:
-        if id(run) in unfinished:
+        if id(run) in unfinished and unfinished[id(run)].checkpoint:
             found = unfinished[id(run)]
             by_checkpoint.setdefault(found.checkpoint, {})[found.run_id] = (job, run)
     resumed, taken = [], set()
@@ -172,6 +173,13 @@ def _resumable(runs: list[tuple[Job, train.MemberRun]], unfinished: dict[int, An
             log.info("resume=auto: %d run(s) go on from %s (%d epochs done)", len(members), path, resume.epochs_done)
     return resumed, [(job, run) for job, run in runs if id(run) not in unfinished
                      or unfinished[id(run)].run_id not in taken]
+
+
+def _restart(model: list[tuple[Job, train.MemberRun]], unfinished: dict[int, Any]) -> Optional[checkpoints.Resume]:
+    """A new model whose members train from the start, each in its earlier unfinished run if it
+    has one (a KILLED run is taken up again, not left beside a new one)."""
+    run_ids = tuple(unfinished[id(run)].run_id if id(run) in unfinished else None for _, run in model)
+    return checkpoints.Resume(None, run_ids, 0) if any(run_ids) else None
 
 
 def _trained(p: train.Plan, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -191,7 +199,8 @@ def _describe(n: int, of: int, model: list[tuple[Job, train.MemberRun]], resume:
     lrs = sorted({float(p.cfg.optimizer.lr) for _, p in model})
     log.info("model %d/%d: %d members (%s; lr %s; seeds %s)%s", n, of, len(model), ", ".join(cells),
              ", ".join(f"{lr:g}" for lr in lrs), ",".join(sorted({str(p.seed) for _, p in model}, key=int)),
-             f", going on after epoch {resume.epochs_done}" if resume else "")
+             "" if resume is None else f", going on after epoch {resume.epochs_done}" if resume.path
+             else ", from the start in earlier runs")
 
 
 def _finish(model: list[tuple[Job, train.MemberRun]], results: dict[int, list[dict[str, Any]]],

@@ -51,8 +51,11 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Resume:
-    path: Path
-    run_ids: tuple[Optional[str], ...]  # the MLflow run each member goes on logging into, in model order
+    """Where a model goes on: its checkpoint (None: from the start, in earlier runs that left
+    none) and the MLflow run each member goes on logging into, in model order (None: a new run)."""
+
+    path: Optional[Path]
+    run_ids: tuple[Optional[str], ...]
     epochs_done: int
 
     @property
@@ -142,11 +145,15 @@ def find(cfg: Any, tracker) -> Optional[Resume | Done]:
         found = earlier(config, tracker)
         if isinstance(found, Done):
             return found
-        log.info("resume=auto: %s", f"going on with MLflow run {found.run_id} ({found.status})" if found
-                 else "no earlier run of this configuration; training from the start")
-        where = found.checkpoint if found is not None else None  # it names its MLflow run
-        if where is None:
+        if found is None:
+            log.info("resume=auto: no earlier run of this configuration; training from the start")
             return None
+        if found.checkpoint is None:
+            log.info("resume=auto: MLflow run %s (%s) left no checkpoint; training it again from the start",
+                     found.run_id, found.status)
+            return Resume(None, (found.run_id,), 0)
+        log.info("resume=auto: going on with MLflow run %s (%s)", found.run_id, found.status)
+        where = found.checkpoint  # it names its MLflow run
     resume = load(where, config, tracker.checkpoint_of)
     log.info("resuming from %s (%d epochs done)%s", resume.path, resume.epochs_done,
              f", logging into MLflow run {resume.run_id}" if resume.run_id and cfg.logger.name != "none" else "")

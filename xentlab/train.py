@@ -213,6 +213,7 @@ def describe(r: MemberRun, checkpoint_dir: Optional[Path], members: int) -> life
     commit, host and process; the device follows once Lightning has picked it, an error or
     resume when they happen). ``members``: how many its model trains (``batch_members`` when > 1)."""
     p, cfg = r.plan, r.cfg  # a member's config already holds its seed (member_runs)
+    params = {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "selection": p.selection}
     tags = {
         "task": p.task.name, "task_kind": p.task.kind, "activation": p.activation,
         "activation_requested": cfg.activation.name, "loss": p.loss, "num_outputs": p.num_outputs,
@@ -227,7 +228,7 @@ def describe(r: MemberRun, checkpoint_dir: Optional[Path], members: int) -> life
         tags["batch_members"] = members
     if checkpoint_dir is not None:
         tags["checkpoint"] = str(checkpoint_dir / checkpoints.LAST)
-    params = {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "selection": p.selection}
+    tags[store.IDENTITY_TAG] = store.identity_key(checkpoints.identity(params))
     return lifecycle.RunDescription(p.run_names[r.seed], tags, params, OmegaConf.to_yaml(cfg, resolve=True))
 
 
@@ -261,7 +262,7 @@ def fit_and_test(trainer: pl.Trainer, interrupt: InterruptRecorder, module: Clas
     hyperparameter search optimises), its best epoch and its share of the training time."""
     try:
         start = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume.path) if resume else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume.path) if resume and resume.path else None)
         train_seconds = time.perf_counter() - start
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
         final_val.update({metric_keys.key(i, k): v for i, vals in module.selected_val.items()  # the tested epoch's

@@ -10,7 +10,7 @@
 * ``tracking.stale``: ``scripts/stale.py``, listing and ending runs a dead process left RUNNING.
 """
 
-from xentlab.tracking.runs import attach, end_run, load_runs, parent_of  # noqa: F401
+from xentlab.tracking.runs import attach, curve, end_run, load_runs, parent_of  # noqa: F401
 from xentlab.tracking.store import (  # noqa: F401  (the package's public face)
     ENV_EXPERIMENT,
     ENV_PARENT,
@@ -30,6 +30,7 @@ from xentlab.tracking.store import (  # noqa: F401  (the package's public face)
     flatten,
     flush,
     heartbeat,
+    identity_key,
     log_params,
     log_values,
     newest_sweep,

@@ -16,7 +16,7 @@ import logging
 import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Collection, Iterator, Mapping, Optional
 
 from xentlab import interrupts
 from xentlab.errors import ConfigError
@@ -135,10 +135,12 @@ def tracked_run(uri: str, experiment: str, description: RunDescription,
 
     client = MlflowClient(uri)
     parent = {"mlflow.parentRunId": os.environ[store.ENV_PARENT]} if os.environ.get(store.ENV_PARENT) else {}
+    logged: Collection[str] = ()
     if resume_run_id:
         run_id = resume_run_id
-        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
-        store.reopen(client, run_id, parent=os.environ.get(store.ENV_PARENT))  # a continued sweep adopts it
+        before = store.reopen(client, run_id, parent=os.environ.get(store.ENV_PARENT))  # a continued sweep adopts it
+        experiment = client.get_experiment(before.info.experiment_id).name
+        logged = before.data.params  # a run killed while it was being created has not all of them
         if "checkpoint" in description.tags:  # the next resume goes on from this continuation's checkpoints
             store.set_tags(client, run_id, {"checkpoint": description.tags["checkpoint"]})
     else:
@@ -149,8 +151,7 @@ def tracked_run(uri: str, experiment: str, description: RunDescription,
     run = Run(client, run_id, EpochStepMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id,
                                                     synchronous=False))
     try:
-        if not resume_run_id:  # params are immutable: a resumed run keeps its own
-            store.log_params(client, run_id, description.config)
+        store.log_params(client, run_id, description.config, present=logged)
         client.log_text(run_id, description.config_yaml, "config.yaml")
         yield run
     except BaseException as exc:

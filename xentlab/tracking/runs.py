@@ -43,9 +43,16 @@ def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str]
                                 members=int(t.get("batch_members", 1)), experiment=r.info.experiment_id)
         for key in (f"val/{analysis.rank_by(kind)}", "val/nll"):
             if key in info.metrics:
-                info.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
+                info.curves[key] = curve(client.get_metric_history(r.info.run_id, key))
         runs.append(info)
     return runs
+
+
+def curve(history: Iterable) -> list[tuple[int, float]]:
+    """A metric's (step, value) points, the latest value of a step winning: a resumed run trains
+    its interrupted epoch again (a run without a checkpoint, every epoch), logging its steps anew."""
+    latest = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+    return sorted(latest.items())
 
 
 def parent_of(client, run_id: str) -> Optional[str]:

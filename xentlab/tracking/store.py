@@ -7,6 +7,7 @@ build on it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Collection, Mapping, Optional
 
 from xentlab import cluster
 from xentlab.config import BEFORE
@@ -258,8 +259,9 @@ def _earlier_sweep(client, exp_id: str, overrides: str) -> Optional[str]:
     return None
 
 
-def reopen(client, run_id: str, parent: Optional[str] = None) -> None:
-    """Mark an ended run RUNNING again, in this process, counting how often that happened."""
+def reopen(client, run_id: str, parent: Optional[str] = None):
+    """Mark an ended run RUNNING again, in this process, counting how often that happened;
+    returns the run as it was."""
     before = client.get_run(run_id)
     client.update_run(run_id, status="RUNNING")
     if "error" in before.data.tags:
@@ -267,6 +269,7 @@ def reopen(client, run_id: str, parent: Optional[str] = None) -> None:
     set_tags(client, run_id, {"resumed": int(before.data.tags.get("resumed", 0)) + 1,
                               "resumed_after": before.info.status, **process_tags(),
                               **({"mlflow.parentRunId": parent} if parent else {})})
+    return before
 
 
 def search_all(client, experiment_ids: list[str], filter_string: str = "") -> list:
@@ -346,19 +349,33 @@ def experiment_runs(tracking_uri: Optional[str], experiment: str) -> list:
     return search_all(client, [exp.experiment_id]) if exp is not None else []
 
 
+IDENTITY_TAG = "identity"
+
+
+def identity_key(identity: Mapping[str, Any]) -> str:
+    """A digest of a run's identity (``checkpoints.identity``), tagged when the run is created:
+    params are logged after that, so a run killed in between is still found by ``resume=auto``."""
+    want = {k: str(v)[:6000] for k, v in flatten(identity).items()}
+    return hashlib.sha1(json.dumps(want, sort_keys=True).encode()).hexdigest()
+
+
 def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping[str, Any],
                  stale_after: float, runs: Optional[list] = None) -> Optional[Previous]:
     """``resume=auto``: the run of ``experiment`` whose params equal ``identity`` (nested, as in
-    the config). A FINISHED one wins; else the newest KILLED or FAILED one, a stale RUNNING one
-    being ended KILLED first. A RUNNING one that may be alive is refused: another process is
-    training this configuration now. ``runs``: the experiment's runs (:func:`experiment_runs`),
-    fetched once by a caller that looks up many configurations."""
+    the config), or whose ``identity`` tag is its digest. A FINISHED one wins; else the newest
+    KILLED or FAILED one that left a checkpoint, else the newest without one (it trains again
+    from the start in that run); a stale RUNNING one is ended KILLED first. A RUNNING one that
+    may be alive is refused: another process is training this configuration now. ``runs``: the
+    experiment's runs (:func:`experiment_runs`), fetched once by a caller that looks up many
+    configurations."""
     from mlflow import MlflowClient
 
     client = MlflowClient(resolve_uri(tracking_uri))
     want = {k: str(v)[:6000] for k, v in flatten(identity).items()}
+    key = identity_key(identity)
     mine = [r for r in (experiment_runs(tracking_uri, experiment) if runs is None else runs)
-            if all(r.data.params.get(k, str(BEFORE[k]) if k in BEFORE else None) == v for k, v in want.items())]
+            if r.data.tags.get(IDENTITY_TAG) == key
+            or all(r.data.params.get(k, str(BEFORE[k]) if k in BEFORE else None) == v for k, v in want.items())]
     for run in mine:
         if run.info.status == "FINISHED":
             return Previous(run.info.run_id, "FINISHED", None, dict(run.data.metrics))
@@ -376,6 +393,8 @@ def previous_run(tracking_uri: Optional[str], experiment: str, identity: Mapping
         ckpt = run.data.tags.get("checkpoint")
         if ckpt and Path(ckpt).is_file():
             return Previous(run.info.run_id, client.get_run(run.info.run_id).info.status, ckpt, {})
+    if ended:
+        return Previous(ended[0].info.run_id, client.get_run(ended[0].info.run_id).info.status, None, {})
     return None
 
 
@@ -410,11 +429,12 @@ def end_sweep_if_running(parent: str, status: str) -> None:
         log.error("could not end sweep parent run %s: %s", parent, exc)
 
 
-def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
-    """Nested params flattened to dotted keys, in the batches MLflow accepts."""
+def log_params(client, run_id: str, params: Mapping[str, Any], present: Collection[str] = ()) -> None:
+    """Nested params flattened to dotted keys, in the batches MLflow accepts; those ``present``
+    (dotted, already logged: params are immutable) are left out."""
     from mlflow.entities import Param
 
-    flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+    flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items() if k not in present]
     for i in range(0, len(flat), 100):
         client.log_batch(run_id, params=flat[i:i + 100])
 
