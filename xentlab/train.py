@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
 from xentlab import checkpoints, compat, losses, metric_keys, models, tasks, yardsticks
-from xentlab.callbacks import EpochSummary, InterruptRecorder
+from xentlab.callbacks import EpochSummary, FirstStep, InterruptRecorder
 from xentlab.config import LoggerName, Select, validate
 from xentlab.data import DeviceData, MemberData
 from xentlab.errors import ConfigError
@@ -236,7 +236,7 @@ def make_trainer(cfg: Any, p: Plan, logger, extra: Sequence[Callback],
     """Lightning's trainer with xentlab's callbacks, and the recorder of what stopped it."""
     t = cfg.trainer
     interrupt = InterruptRecorder()
-    callbacks: list[Callback] = [EpochSummary(p.task.kind), interrupt, *extra]
+    callbacks: list[Callback] = [EpochSummary(p.task.kind), FirstStep(), interrupt, *extra]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.checkpoint:
