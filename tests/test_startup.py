@@ -36,6 +36,15 @@ def test_a_bad_choice_is_refused_before_torch_lightning_or_mlflow_is_imported(tm
     assert heavy == []
 
 
+def test_a_bad_value_is_refused_with_one_line_before_lightning_or_mlflow_is_imported(tmp_path):
+    """The plan's checks still import torch (the loss registry and the models are torch modules)."""
+    out, heavy = heavy_imports_at_exit(str(ROOT / "run.py"), "task=mnist", "optimizer.lr=-1", cwd=tmp_path)
+    assert out.returncode == 2
+    assert [x for x in out.stderr.splitlines() if not x.startswith("HEAVY ")] == [
+        "xentlab: error: optimizer.lr must be > 0, got -1.0"]
+    assert not set(heavy) - {"torch"}, heavy
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"]])
 def test_help_and_the_config_import_no_training(tmp_path, argv):
     out, heavy = heavy_imports_at_exit(str(ROOT / "run.py"), *argv, cwd=tmp_path)
