@@ -19,13 +19,16 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 def main(cfg: DictConfig):
     """One run. In a sweep a bad cell is skipped and a failed run recorded; the sweep goes on
     (``xentlab.outcome`` says what becomes of a job)."""
-    from xentlab import outcome, train
+    from xentlab import outcome, planning
     from xentlab.sweep import write_record
 
     hc = HydraConfig.get()
     sweeping = hc.mode == RunMode.MULTIRUN
     with outcome.job({"job": hc.job.num if sweeping else 0, "overrides": list(hc.overrides.task)},
                      sweeping=sweeping) as record:
+        planning.plan(cfg)  # a bad config is refused before Lightning is imported (train.run plans again)
+        from xentlab import train
+
         record.update(outcome.trained(train.run(cfg, output_dir=hc.runtime.output_dir)))
     if sweeping:
         write_record(hc.runtime.output_dir, record)

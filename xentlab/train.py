@@ -1,9 +1,9 @@
 """One experiment, top to bottom: :func:`run` = :func:`plan` → :func:`train` (build data and
 module → make the trainer → fit → test → results).
 
-:func:`plan` does every check that needs no training, so a bad config or an invalid
-activation × loss × task cell fails in well under a second, before any training data is
-built or any MLflow run exists (``task=file`` reads and checks the user's file there).
+:func:`plan` (``xentlab.planning``) does every check that needs no training, so a bad config or
+an invalid activation × loss × task cell fails before any training data is built or any MLflow
+run exists.
 :func:`train` then goes one way whatever the logger (the tracker is MLflow's or the no-op
 one) and however many members (K >= 1 runs) train as one model: a single run is K = 1.
 """
@@ -23,11 +23,12 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
 from xentlab import checkpoints, compat, losses, metric_keys, models, tasks, yardsticks
-from xentlab.callbacks import EpochSummary, InterruptRecorder
-from xentlab.config import LoggerName, Select, validate
+from xentlab.callbacks import EpochSummary, FirstStep, InterruptRecorder
+from xentlab.config import LoggerName
 from xentlab.data import DeviceData, MemberData
 from xentlab.errors import ConfigError
 from xentlab.module import Classifier, MemberSettings
+from xentlab.planning import Plan, plan, value_of  # noqa: F401  (train.plan: a run's first step)
 from xentlab.tracking import lifecycle, store
 
 log = logging.getLogger(__name__)
@@ -51,63 +52,6 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
     if not p.batched:
         return {**results[0], "combination_status": p.cell.status.value}
     return {"runs": results, "combination_status": p.cell.status.value}
-
-
-@dataclass(frozen=True)
-class Plan:
-    task: tasks.TaskSpec
-    activation: str
-    loss: str
-    numerics: str
-    cell: compat.Cell
-    num_outputs: int
-    seeds: tuple[int, ...]  # the members: one run each
-    batched: bool  # seeds=[...]: the members train as one model
-    run_names: dict[int, str]
-    select_on: Optional[str]  # the validation yardstick whose best epoch is tested; None: the last epoch
-
-    @property
-    def selection(self) -> str:
-        """The selection rule, as the ``selection`` param and the report state it."""
-        return f"best val/{self.select_on}" if self.select_on else "last"
-
-    @property
-    def run_name(self) -> str:
-        return self.run_names[self.seeds[0]]
-
-
-def plan(cfg: Any) -> Plan:
-    """Every check that needs no training; raises ConfigError naming the problem and the choices.
-    A task that reads the user's data (``task=file``) reads and checks it here."""
-    validate(cfg)
-    try:
-        spec = tasks.resolve(cfg.task, cfg.data)
-        activation = compat.resolve_activation(spec.kind, cfg.activation.name, cfg.loss.name)
-        cell = compat.check(spec.name, spec.kind, activation, cfg.loss.name)
-        losses.check_options(cfg.loss.name, activation, label_smoothing=cfg.loss.label_smoothing,
-                             numerics=_value(cfg.loss.numerics))
-        if cfg.model.name not in models.MODELS:
-            raise ConfigError(f"unknown model {cfg.model.name!r}; valid choices are: {', '.join(models.MODELS)}")
-        models.check_input(cfg.model.name, spec.input_shape, spec.name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    seeds = tuple(cfg.seeds) if cfg.seeds else (cfg.seed,)
-    names = {s: cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{s}" for s in seeds}
-    return Plan(spec, activation, cfg.loss.name, _value(cfg.loss.numerics), cell, spec.num_outputs(activation),
-                seeds, bool(cfg.seeds), names, _select_on(cfg, spec.kind, activation))
-
-
-def _select_on(cfg: Any, kind: str, activation: str) -> Optional[str]:
-    """The yardstick ``trainer.select_on`` names (``acc`` or ``val/acc``; None: the task's primary)."""
-    if cfg.trainer.select == Select.last:
-        return None
-    name = (cfg.trainer.select_on or yardsticks.primary(kind)).removeprefix("val/")
-    valid = [n for n in yardsticks.available(kind, activation, per_class=cfg.task.imbalance is not None)
-             if not yardsticks.TABLE[n].per_class or yardsticks.TABLE[n].in_report]
-    if name not in valid:
-        raise ConfigError(f"trainer.select_on={cfg.trainer.select_on!r} is not a validation yardstick of this "
-                          f"{kind} task with activation={activation}; valid choices are: {', '.join(valid)}")
-    return name
 
 
 def tracker_for(cfg: Any):
@@ -191,7 +135,7 @@ def build(runs: Sequence[MemberRun]) -> tuple[Classifier, DeviceData]:
     if cfg.trainer.compile:
         nets = [torch.compile(nets[0])]
     module = Classifier(nets, [r.settings for r in runs], kind=p.task.kind, num_classes=p.task.num_classes,
-                        optimizer=_value(cfg.optimizer.name), check_every=cfg.trainer.log_every_n_steps,
+                        optimizer=value_of(cfg.optimizer.name), check_every=cfg.trainer.log_every_n_steps,
                         per_class=cfg.task.imbalance is not None, select_on=p.select_on,
                         higher=bool(p.select_on) and yardsticks.higher_is_better(p.select_on),
                         patience=cfg.trainer.patience)
@@ -237,7 +181,7 @@ def make_trainer(cfg: Any, p: Plan, logger, extra: Sequence[Callback],
     """Lightning's trainer with xentlab's callbacks, and the recorder of what stopped it."""
     t = cfg.trainer
     interrupt = InterruptRecorder()
-    callbacks: list[Callback] = [EpochSummary(p.task.kind), interrupt, *extra]
+    callbacks: list[Callback] = [EpochSummary(p.task.kind), FirstStep(), interrupt, *extra]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.checkpoint:
@@ -304,10 +248,6 @@ def _metrics_note(p: Plan) -> str:
         return "all yardsticks are computed from the activated outputs"
     missing = sorted(set(p.task.metrics) - set(yardsticks.available(p.task.kind, p.activation)))
     return f"activation=none: outputs are not probabilities, so {', '.join(missing)} are not logged"
-
-
-def _value(choice: Any) -> str:
-    return str(getattr(choice, "value", choice))
 
 
 def _rank() -> int:

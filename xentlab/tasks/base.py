@@ -7,13 +7,15 @@ other tasks (``xentlab.tasks`` imports the built-in ones).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
-from torch import Tensor
 
 from xentlab import yardsticks
 from xentlab.config import TaskConfig
+
+if TYPE_CHECKING:  # tasks register without torch: it is imported when data is built
+    from torch import Tensor
 
 
 @dataclass

@@ -10,12 +10,13 @@ from the clean ones.
 from __future__ import annotations
 
 import logging
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from xentlab.errors import ConfigError
 from xentlab.tasks.base import Split, Splits
+
+if TYPE_CHECKING:
+    from torch import Generator, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ def check(kind: str, task_cfg) -> None:
                           f"multiclass task); a multilabel task has no class sizes to skew")
 
 
-def _generator(seed: int, stream: int) -> torch.Generator:
+def _generator(seed: int, stream: int) -> Generator:
+    import torch
+
     return torch.Generator().manual_seed(seed * 1_000 + stream)
 
 
@@ -34,6 +37,8 @@ def label_noise(y: Tensor, fraction: float, num_classes: int, seed: int) -> Tens
     """Symmetric noise: ``round(fraction * N)`` labels, each replaced by one of the other
     ``num_classes - 1`` classes at random; for multi-hot ``y`` (N, C), ``round(fraction * (N * C))``
     tags flipped (a fraction of all the tags)."""
+    import torch
+
     g = _generator(seed, 1)
     if y.dim() == 2:
         flat = y.reshape(-1).clone()
@@ -53,6 +58,8 @@ def imbalance_keep(y: Tensor, ratio: float, num_classes: int, seed: int) -> Tens
     geometric decay from all of class 0 to ``ratio`` of the last class; for a binary task,
     all negatives and ``ratio`` of the positives. At least one example of every class stays.
     """
+    import torch
+
     g = _generator(seed, 2)
     keep = []
     for c in range(num_classes):
@@ -65,6 +72,8 @@ def imbalance_keep(y: Tensor, ratio: float, num_classes: int, seed: int) -> Tens
 
 def apply(splits, kind: str, num_classes: int, task_cfg):
     """``splits`` with the training split made imbalanced, then noisy, as the options ask."""
+    import torch
+
     train = splits.train
     if task_cfg.imbalance is not None:
         keep = imbalance_keep(train.y, task_cfg.imbalance, num_classes, task_cfg.data_seed)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from xentlab.config import TaskConfig
 from xentlab.errors import ConfigError
@@ -147,6 +146,8 @@ def _csv(t) -> tuple[dict[str, np.ndarray], Optional[list[str]]]:
 
 def _labels(y: dict[str, np.ndarray], requested: Optional[str], names: Optional[list[str]]):
     """(kind, class names, encoded labels per split): classes 0..C-1 in sorted order, or 0/1 tag columns."""
+    import torch
+
     train = y["train"]
     if train.ndim == 2 and train.shape[1] == 1:
         y = {k: v[:, 0] for k, v in y.items()}
@@ -198,6 +199,8 @@ _CACHE: dict[tuple, Loaded] = {}
 
 def load(t, data_cfg) -> Loaded:
     """Read, check and convert the file once per process (keyed by the options that change it)."""
+    import torch
+
     path = Path(t.path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, t.test_path, tuple(t.label_columns),

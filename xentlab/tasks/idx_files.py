@@ -22,11 +22,12 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from xentlab.errors import DataUnavailable
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from xentlab.tasks.base import Split, Splits, task
 from xentlab.tasks.idx_files import MNIST, IdxFiles
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 

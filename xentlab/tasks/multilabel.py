@@ -6,14 +6,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from xentlab.config import TaskConfig
 from xentlab.errors import ConfigError
 from xentlab.tasks import mnist
 from xentlab.tasks.base import Split, Splits, task
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -42,6 +43,8 @@ def mosaics(images: Tensor, labels: Tensor, n: int, *, min_digits: int, max_digi
     mosaic draws how many digits to show, which distinct classes, one random image of
     each class from ``images`` and distinct cells to put them in; all from ``seed``.
     """
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     side = images.shape[-1]
     order = torch.argsort(labels, stable=True)
