@@ -56,7 +56,7 @@ class RunInfo:
     started: int = 0  # start time (ms): the newest of a configuration's runs is the one that counts
     members: int = 1  # runs its model trained at once (batched); its train_seconds is its share
     experiment: str = ""  # the MLflow experiment's id
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # its MLflow tags
 
     @property
     def identity(self) -> tuple[tuple[str, str], ...]:
@@ -81,10 +81,11 @@ class RunInfo:
 
     @property
     def budget_limited(self) -> Optional[bool]:
-        """Its ``budget_limited`` tag (:func:`budget_limited`, computed when it trained). Runs from before
-        the tag: derived from ``best_epoch`` (``select=last``: the last epoch) and the params
-        ``trainer.max_epochs`` and ``trainer.patience``, assuming patience stopped it where it would
-        (``best_epoch`` + patience); None where these are missing."""
+        """Its ``budget_limited`` tag (:func:`budget_limited`, computed when it trained from the epochs it
+        trained: a run extended by ``resume=`` with a larger ``trainer.max_epochs`` keeps its first
+        params). Runs from before the tag: derived from ``best_epoch`` (``select=last``: the last epoch)
+        and the params ``trainer.max_epochs`` and ``trainer.patience``, patience having stopped it
+        ``patience`` epochs after its best; None where these are missing."""
         if self.tags.get("budget_limited") in ("true", "false"):
             return self.tags["budget_limited"] == "true"
         if not (self.params.get("trainer.max_epochs") or "").isdigit():
