@@ -5,7 +5,9 @@ different scales), grouped over seeds: mean ± 95% Student-t half-width. A value
 with the best" when Welch's t-test on the seeds cannot tell it from the best mean at
 the 5% level, so a report marks every cell that might be the best, not only the largest
 mean. When runs of one cell differ in ``optimizer.lr``, each cell keeps the learning rate
-with the best mean validation score and reports its test scores there. Statistics only:
+with the best mean validation score and reports its test scores there. A cell is marked
+budget-limited when a run's selected epoch came so late that more epochs might have raised it
+(:func:`budget_limited`, the one definition training's tag uses too). Statistics only:
 ``xentlab.tracking.load_runs`` reads the runs from MLflow; imports no training code.
 """
 
@@ -23,6 +25,22 @@ from xentlab.config import BEFORE, IDENTITY
 ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
 
 
+def budget_limited(selected_epoch: int, epochs_trained: int, max_epochs: int, patience: Optional[int]) -> bool:
+    """Whether the epoch budget, not the data, may have chosen the tested epoch: the run trained all
+    ``max_epochs`` and its selected epoch (1-based) lies within the last ``patience`` epochs, where
+    patience could not yet have seen it stop improving (without patience: the selected epoch is the
+    last). More epochs might then have raised its score, so a ranking of such runs is provisional.
+
+    A run stopped by patience before ``max_epochs`` is not budget-limited: it stopped improving on its
+    own. With ``trainer.select=last`` the selected epoch is the last one trained, so every such run is
+    budget-limited (patience needs ``select=best``): its score is that of the epoch the budget ended
+    on, whether or not it was still improving. The training run's ``budget_limited`` tag and the
+    reports both use this one definition."""
+    if epochs_trained < max_epochs:
+        return False
+    return selected_epoch > max_epochs - max(patience or 0, 1)
+
+
 @dataclass
 class RunInfo:
     run_id: str
@@ -38,6 +56,7 @@ class RunInfo:
     started: int = 0  # start time (ms): the newest of a configuration's runs is the one that counts
     members: int = 1  # runs its model trained at once (batched); its train_seconds is its share
     experiment: str = ""  # the MLflow experiment's id
+    tags: dict[str, str] = field(default_factory=dict)  # its MLflow tags
 
     @property
     def identity(self) -> tuple[tuple[str, str], ...]:
@@ -59,6 +78,28 @@ class RunInfo:
         if best and int(best) - 1 in curve:
             return curve[int(best) - 1]
         return self.metrics.get(key)
+
+    @property
+    def budget_limited(self) -> Optional[bool]:
+        """Its ``budget_limited`` tag (:func:`budget_limited`, computed when it trained from the epochs it
+        trained: a run extended by ``resume=`` with a larger ``trainer.max_epochs`` keeps its first
+        params). Runs from before the tag: derived from ``best_epoch`` (``select=last``: the last epoch)
+        and the params ``trainer.max_epochs`` and ``trainer.patience``, patience having stopped it
+        ``patience`` epochs after its best; None where these are missing."""
+        if self.tags.get("budget_limited") in ("true", "false"):
+            return self.tags["budget_limited"] == "true"
+        if not (self.params.get("trainer.max_epochs") or "").isdigit():
+            return None
+        max_epochs = int(self.params["trainer.max_epochs"])
+        patience = self.params.get("trainer.patience", "None")
+        patience = int(patience) if patience.isdigit() else None
+        if self.selection == "last":
+            return budget_limited(max_epochs, max_epochs, max_epochs, patience)
+        if not self.metrics.get("best_epoch"):
+            return None
+        best = int(self.metrics["best_epoch"])
+        return budget_limited(best, min(max_epochs, best + patience) if patience else max_epochs, max_epochs,
+                              patience)
 
     @property
     def lr(self) -> str:
@@ -172,10 +213,19 @@ def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) 
     row["values"]["selected_epoch"] = [r.metrics["best_epoch"] for r in group if "best_epoch" in r.metrics]
     row["selected_epoch"] = _summary(row["values"]["selected_epoch"]) if row["values"]["selected_epoch"] else None
     row["members"] = max(r.members for r in group)
+    flags = [r.budget_limited for r in group]
+    row["budget_limited_runs"] = sum(f is True for f in flags)
+    row["budget_limited"] = budget_limited_cell(flags)
     row["epochs_to_target"] = epochs_to_target_over_seeds(group, target)
     row["values"]["train_seconds"] = [r.metrics["train_seconds"] for r in group if "train_seconds" in r.metrics]
     row["train_seconds"] = _summary(row["values"]["train_seconds"])
     return row
+
+
+def budget_limited_cell(flags: list[Optional[bool]]) -> Optional[bool]:
+    """A cell is budget-limited when any of its seeds is (its mean may still be rising), not when
+    every seed is known not to be; None when unknown."""
+    return True if any(flags) else False if flags and all(f is False for f in flags) else None
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -238,7 +288,8 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
                                      "ci95": chosen[rank]["ci95"] if chosen[rank] else None, "n": chosen["n"],
                                      "values": chosen["values"][rank],
                                      "selected_epoch": chosen["selected_epoch"]["mean"] if chosen["selected_epoch"]
-                                     else None}
+                                     else None, "budget_limited": chosen["budget_limited"],
+                                     "budget_limited_runs": chosen["budget_limited_runs"]}
         top = max((g for g in grid.values() if g["values"]), key=lambda g: g["mean"], default=None)
         for g in grid.values():
             g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))

@@ -452,6 +452,14 @@ class Classifier(pl.LightningModule):
         if self.selection is not None:
             self.selection.restore(self.nets.parameter_blocks())
 
+    def trained_and_selected(self, epochs: int) -> list[tuple[int, int]]:
+        """Each member's (epochs trained, selected epoch, 1-based) after a fit of ``epochs`` epochs: a
+        stopped member stopped ``patience`` epochs after its best (:meth:`Selection.stale`); without a
+        best epoch (``select=last``, or never a finite value) the last epoch's weights are tested."""
+        best = self.selection.best_epoch.tolist() if self.selection is not None else [0] * self.k
+        return [(b + self.selection.patience if i in self.stopped else epochs, b or epochs)
+                for i, b in enumerate(best)]
+
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)
 

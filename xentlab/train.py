@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from xentlab import checkpoints, compat, losses, metric_keys, models, tasks, yardsticks
+from xentlab import analysis, checkpoints, compat, losses, metric_keys, models, tasks, yardsticks
 from xentlab.callbacks import EpochSummary, FirstStep, InterruptRecorder
 from xentlab.config import LoggerName
 from xentlab.data import DeviceData, MemberData
@@ -114,6 +114,8 @@ def train(runs: Sequence[MemberRun], tracker, *, resume: Optional[checkpoints.Re
         metrics = fit_and_test(trainer, interrupt, module, data, resume)
         for i in range(len(runs)):
             session.log_once(i, {k: v for k, v in metric_keys.of(metrics, i).items() if k in RUN_VALUES})
+        for i, limited in budget_limited(module, trainer.current_epoch, first.cfg.trainer).items():
+            session.tag(i, {"budget_limited": str(limited).lower()})
         for i, exc in module.failed.items():
             session.fail(i, exc)
     return [(r, results(r, i, session.run_ids[i], metrics, module.failed)) for i, r in enumerate(runs)]
@@ -225,6 +227,13 @@ def fit_and_test(trainer: pl.Trainer, interrupt: InterruptRecorder, module: Clas
         once.update({metric_keys.key(i, "best_epoch"): float(e) for i, e in
                      enumerate(module.selection.best_epoch.tolist())})
     return {**final_val, **{k: float(v) for k, v in tested.items()}, **once}
+
+
+def budget_limited(module: Classifier, epochs: int, t: Any) -> dict[int, bool]:
+    """Each member's ``analysis.budget_limited`` after a fit of ``epochs`` epochs under trainer config
+    ``t`` (a diverged member has none: its run FAILED)."""
+    return {i: analysis.budget_limited(selected, trained, t.max_epochs, t.patience)
+            for i, (trained, selected) in enumerate(module.trained_and_selected(epochs)) if i not in module.failed}
 
 
 def results(r: MemberRun, i: int, run_id: Optional[str], metrics: dict[str, float],

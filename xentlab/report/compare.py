@@ -56,6 +56,11 @@ SELECTION_NOTE = {
     "best": " Test scores are those of each run's weights at its best validation epoch on {on} "
             "(trainer.select=best); 'selected epoch' is the mean of those epochs over seeds.",
 }
+BUDGET_MARK = "†"
+BUDGET_NOTE = (" † marks a budget-limited cell: at least one of its seeds trained all trainer.max_epochs and "
+               "selected an epoch within the last trainer.patience of them (without patience: the last epoch; "
+               "with trainer.select=last: always), so more epochs might have raised its score.")
+BUDGET_UNKNOWN = " Whether {n} row(s) are budget-limited is unknown (runs without the tag, best_epoch or params)."
 BATCHED_NOTE = (" Runs marked ×K trained as members of a batched model of K runs: their 'train s' is their "
                 "share of the model's time (the model's time ÷ K).")
 
@@ -64,6 +69,17 @@ def selection_note(table: dict[str, Any]) -> str:
     """The heading's sentence on which epoch's weights were tested (every rule the runs used)."""
     return "".join(SELECTION_NOTE["last"] if rule == "last" else
                    SELECTION_NOTE["best"].format(on=rule.removeprefix("best ")) for rule in table["selection"])
+
+
+def budget_mark(cell: Optional[dict]) -> str:
+    """The mark beside a budget-limited cell's score (``analysis.budget_limited``)."""
+    return f" {BUDGET_MARK}" if cell and cell.get("budget_limited") else ""
+
+
+def budget_note(table: dict[str, Any]) -> str:
+    """The heading's legend for the budget-limited mark, and how many rows are unknown."""
+    unknown = sum(r["budget_limited"] is None for r in table["rows"])
+    return BUDGET_NOTE + (BUDGET_UNKNOWN.format(n=unknown) if unknown else "")
 
 
 def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -81,7 +97,8 @@ def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         seconds = fmt(r["train_seconds"], 1) + (f" ×{r['members']}" if r["members"] > 1 else "")
         out.append([r["activation"], r["loss"], *([r["lr"]] if several_lrs else []),
                     *([r["selection"]] if rules else []), r["status"], str(r["n"]),
-                    *[fmt(r[c]) + star(c) for c in table["columns"]],
+                    *[fmt(r[c]) + star(c) + (budget_mark(r) if c == table["rank_by"] else "")
+                      for c in table["columns"]],
                     *([fmt(r["selected_epoch"], 1)] if selected else []),
                     epochs + star("epochs_to_target"), seconds + star("train_seconds")])
     return header, out
@@ -103,10 +120,13 @@ def grid_cells(table: dict[str, Any]) -> list[list[dict[str, Any]]]:
                 text = "⚠ " + text
             if g and g["best"]:
                 text += " ★"
+            text += budget_mark(g)
             tip = f"{act} + {loss}: {c.status.value}: {c.reason}"
             if g and g["mean"] is not None:
                 tip += f"; test {rank} over {g['n']} seed(s)" + (f" at lr {g['lr']}" if len(table["learning_rates"]) > 1
                                                                  else "")
+                if g["budget_limited"]:
+                    tip += f"; budget-limited in {g['budget_limited_runs']} of its {g['n']} seed(s)"
             row.append({"activation": act, "loss": loss, "status": c.status.value, "text": text, "tip": tip,
                         "mean": None if not g else g["mean"]})
         cells.append(row)
@@ -138,7 +158,8 @@ def plot_grid(task: str, table: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("loss")
     ax.set_ylabel("output activation")
     fig.colorbar(image, ax=ax, label=f"test {table['rank_by']} (mean over seeds)")
-    ax.set_title(f"{task} ({table['kind']}): ✗ invalid, ⚠ questionable, ★ ties with the best (Welch, 5%)",
+    ax.set_title(f"{task} ({table['kind']}): ✗ invalid, ⚠ questionable, ★ ties with the best (Welch, 5%), "
+                 f"{BUDGET_MARK} budget-limited",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -221,7 +242,7 @@ def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Pa
         lr_note = "" if len(table["learning_rates"]) < 2 else (BEST_LR_NOTE if table["best_lr"] else LR_NOTE).format(
             metric=table["rank_by"], lrs=", ".join(table["learning_rates"]))
         note = (NOTE.format(metric=table["rank_by"], target=table["target"], lr_note=lr_note)
-                + selection_note(table) + (BATCHED_NOTE if table["batched"] else ""))
+                + selection_note(table) + budget_note(table) + (BATCHED_NOTE if table["batched"] else ""))
         if table["conditions_note"]:
             note = table["conditions_note"] + " " + note
         header, rows = table_rows(table)

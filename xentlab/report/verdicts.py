@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from xentlab import analysis, compat, tracking
-from xentlab.report.compare import fmt
+from xentlab.report.compare import BUDGET_MARK, budget_mark, fmt
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: its run.py and docs/
 PRESETS = ("fair_grid_mnist", "fair_grid_fashion", "fair_grid_binary", "fair_grid_multilabel",
@@ -47,7 +47,7 @@ def sweep(preset: str, uri: str, extra: list[str], log) -> tuple[str, float]:
 
 def grid_markdown(table: dict[str, Any]) -> list[str]:
     """Activations (rows) × losses (columns): mean ± 95% CI of the test yardstick at the cell's
-    validation-chosen lr and its mean selected epoch; ★ ties with the best, ✗ invalid."""
+    validation-chosen lr and its mean selected epoch; ★ ties with the best, † budget-limited, ✗ invalid."""
     kind = table["kind"]
     lines = ["| activation \\ loss | " + " | ".join(compat.LOSSES) + " |", "|---" * (len(compat.LOSSES) + 1) + "|"]
     for act in compat.ACTIVATIONS:
@@ -62,14 +62,33 @@ def grid_markdown(table: dict[str, Any]) -> list[str]:
             else:
                 epoch = f", ep {g['selected_epoch']:.1f}" if g.get("selected_epoch") else ""
                 mark = " ⚠" if status is compat.Status.QUESTIONABLE else ""
-                cells.append(f"{fmt(g)}{' ★' if g['best'] else ''}{mark} "
+                cells.append(f"{fmt(g)}{' ★' if g['best'] else ''}{budget_mark(g)}{mark} "
                              f"(lr {g['lr']}{epoch})")
         lines.append(f"| {act} | " + " | ".join(cells) + " |")
     return lines
 
 
+def budget(scored: dict[str, dict[str, Any]], top_key: str) -> str:
+    """Whether the best cell and its rivals are budget-limited (``analysis.budget_limited``): a
+    winner, or a rival, that was still improving when the epochs ran out makes the ranking provisional."""
+    name = lambda key: key.replace("/", " + ")  # noqa: E731
+    top = scored[top_key]["budget_limited"]
+    others = {k: g["budget_limited"] for k, g in scored.items() if k != top_key}
+    limited = sorted(k for k, v in others.items() if v)
+    unknown = sorted(k for k, v in others.items() if v is None)
+    out = {True: "It is budget-limited", False: "It is not budget-limited",
+           None: "Whether it is budget-limited is unknown"}[top]
+    if limited:
+        out += (f"; {len(limited)} of the other {len(others)} cells {'is' if len(limited) == 1 else 'are'} "
+                f"({', '.join(map(name, limited))})")
+    elif others:
+        out += "; no other cell is" if not unknown else f"; no other cell is known to be ({len(unknown)} unknown)"
+    return out + (": more epochs might change the ranking." if top or limited else ".")
+
+
 def verdict(table: dict[str, Any]) -> list[str]:
-    """Two sentences: what is best (and what ties with it), and what the worst runnable choice costs."""
+    """Two sentences: what is best (and what ties with it, and whether it or its rivals are
+    budget-limited), and what the worst runnable choice costs."""
     metric = f"test {table['rank_by']}"
     scored = {key: g for key, g in table["grid"].items() if g["mean"] is not None}
     if not scored:
@@ -81,7 +100,8 @@ def verdict(table: dict[str, Any]) -> list[str]:
     name = lambda key: key.replace("/", " + ")  # noqa: E731
     first = (f"Best {metric}: {name(top_key)} ({top['mean']:.4f}); "
              + (f"{len(ties)} of the other {len(scored) - 1} runnable cells cannot be told from it "
-                f"({', '.join(map(name, ties))})." if ties else "no other runnable cell ties with it."))
+                f"({', '.join(map(name, ties))})." if ties else "no other runnable cell ties with it.")
+             + " " + budget(scored, top_key))
     epochs = [g["selected_epoch"] for g in scored.values() if g.get("selected_epoch")]
     span = ("" if not epochs else f" Every run's best validation epoch was epoch {max(epochs):.0f}."
             if min(epochs) == max(epochs) else
@@ -98,7 +118,10 @@ def render(sections: list[dict[str, Any]], total: float) -> str:
            "models; each run judged at its best validation epoch, each cell at the learning rate with the best "
            "mean validation score, each configuration and seed counted once. Cells: test score mean ± 95% CI "
            "over seeds (Student's t) at that learning rate, with the mean selected epoch; ★: Welch's t-test (5%) "
-           "cannot tell it from the best; ⚠: questionable; ✗: invalid (refused before training).", ""]
+           "cannot tell it from the best; ⚠: questionable; ✗: invalid (refused before training); "
+           f"{BUDGET_MARK}: budget-limited, at least one seed selected an epoch within the last trainer.patience "
+           "epochs of trainer.max_epochs (the last epoch without patience), so more epochs might have raised "
+           "its score.", ""]
     if total:
         out += [f"Wall time of the sweeps on the machine that generated this ({os.cpu_count()} CPU cores, no GPU "
                 f"used): {total / 60:.1f} min in all.", ""]

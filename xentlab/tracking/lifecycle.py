@@ -46,6 +46,7 @@ class Session:
     fail: Callable[[int, BaseException], None] = lambda member, error: None  # that member's run ends FAILED
     # a member's values of the whole run (its training time, its best epoch), logged at step 0
     log_once: Callable[[int, Mapping[str, float]], None] = lambda member, values: None
+    tag: Callable[[int, Mapping[str, Any]], None] = lambda member, tags: None  # on that member's run only
 
 
 class NoTracking:
@@ -111,8 +112,12 @@ class MlflowTracking:
             def log_once(member: int, values: Mapping[str, float]) -> None:
                 store.log_values(runs[member].client, runs[member].run_id, values, {})
 
+            @interrupts.deferred()
+            def tag(member: int, tags: Mapping[str, Any]) -> None:
+                store.set_tags(runs[member].client, runs[member].run_id, tags)
+
             yield Session(logger, {m: r.run_id for m, r in runs.items()}, [r.heartbeat for r in runs.values()],
-                          set_tags, fail, log_once)
+                          set_tags, fail, log_once, tag)
 
 
 class Run:

@@ -40,7 +40,8 @@ def load_runs(client, *, experiment: Optional[str] = None, parent: Optional[str]
         info = analysis.RunInfo(r.info.run_id, t["task"], kind, t.get("activation", "?"), t.get("loss", "?"),
                                 t.get("seed", "?"), t.get("combination_status", "?"), dict(r.data.metrics),
                                 params=dict(r.data.params), started=r.info.start_time or 0,
-                                members=int(t.get("batch_members", 1)), experiment=r.info.experiment_id)
+                                members=int(t.get("batch_members", 1)), experiment=r.info.experiment_id,
+                                tags=dict(t))
         for key in (f"val/{analysis.rank_by(kind)}", "val/nll"):
             if key in info.metrics:
                 info.curves[key] = curve(client.get_metric_history(r.info.run_id, key))
