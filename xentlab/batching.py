@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from xentlab import checkpoints, cluster, outcome, sweep, tracking, train
+from xentlab import checkpoints, clock, cluster, outcome, sweep, tracking, train
 from xentlab.config import MEMBER_VARY, batching_conflict
 from xentlab.errors import ConfigError
 
@@ -107,6 +107,7 @@ def launch(jobs: Sequence[Job], max_members: int, slurm: Optional[dict[str, Any]
     already = sum(bool(r.get("already_done")) for r in records.values())
     log.info("batched launcher: %d jobs (%d skipped, %d done earlier), %d runs as %d model(s) of at most %d members",
              len(jobs), len(records) - already, already, sum(len(m) for m, _ in models), len(models), max_members)
+    clock.phase("jobs planned%s", " and looked up" if any(job.cfg.resume == "auto" for job in jobs) else "")
     with outcome.stops_on_interrupt():  # also between models
         remote = (cluster.train_models([([run for _, run in m], resume) for m, resume in models], slurm, _on_node,
                                        tracking.parent_heartbeat())

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Optional
 
 from pytorch_lightning.callbacks import Callback
 
-from xentlab import metric_keys, yardsticks
+from xentlab import clock, metric_keys, yardsticks
 
 log = logging.getLogger(__name__)
-_IMPORTED = time.time()  # the fallback start where /proc is missing
-
-
-def process_age() -> float:
-    """Seconds since this process started (Linux: its start in /proc/self/stat, so imports count
-    too); elsewhere since this module was imported."""
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.time() - _IMPORTED
 
 
 class FirstStep(Callback):
@@ -38,7 +23,7 @@ class FirstStep(Callback):
         if trainer.global_step == 1 and not FirstStep.logged:
             FirstStep.logged = True
             if trainer.is_global_zero:
-                log.info("first training step after %.1f s", process_age())
+                clock.phase("first training step")
 
 
 class EpochSummary(Callback):

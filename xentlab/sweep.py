@@ -20,6 +20,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from xentlab import clock
+
 log = logging.getLogger(__name__)
 RECORD = "xentlab_job.json"
 
@@ -86,6 +88,7 @@ class SweepCallback(Callback):
             print(f"xentlab: error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)
         atexit.register(tracking.end_sweep_if_running, self.parent, "KILLED")
+        clock.phase("store and sweep parent run ready")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary, text = summarize(read_records(config.hydra.sweep.dir))

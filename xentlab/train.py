@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from xentlab import analysis, checkpoints, compat, losses, metric_keys, models, tasks, yardsticks
+from xentlab import analysis, checkpoints, clock, compat, losses, metric_keys, models, tasks, yardsticks
 from xentlab.callbacks import EpochSummary, FirstStep, InterruptRecorder
 from xentlab.config import LoggerName
 from xentlab.data import DeviceData, MemberData
@@ -103,9 +103,11 @@ def train(runs: Sequence[MemberRun], tracker, *, resume: Optional[checkpoints.Re
             log.warning("questionable combination: activation=%s loss=%s on %s: %s",
                         r.plan.activation, r.plan.loss, r.plan.task.name, r.plan.cell.reason)
     module, data = build(runs)
+    clock.phase("data and %d member(s) built", len(runs))
     checkpoint_dir = _checkpoint_dir(first.output_dir) if first.cfg.trainer.checkpoint else None
     descriptions = {i: describe(r, checkpoint_dir, len(runs)) for i, r in enumerate(runs)}
     with tracker.open(descriptions, resume_run_ids=dict(enumerate(resume.run_ids)) if resume else None) as session:
+        clock.phase("MLflow runs open")
         record = checkpoints.RunRecord(OmegaConf.to_container(first.cfg, resolve=True, enum_to_str=True),
                                        [session.run_ids[i] for i in range(len(runs))])
         trainer, interrupt = make_trainer(first.cfg, first.plan, session.logger,

@@ -22,6 +22,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+from xentlab import clock
 from xentlab.config import MEMBER_VARY
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class BatchedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from xentlab import batching
 
+        clock.phase("training code imported")
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -81,6 +83,7 @@ class BatchedLauncher(Launcher):
                 logging_cfg["handlers"]["file"]["filename"] = str(sweep_dir / "batched.log")
             logging_cfg = OmegaConf.create(logging_cfg)
             configure_log(logging_cfg, self.config.hydra.verbose)
+        clock.phase("%d job folders written", len(jobs))
         records = batching.launch(jobs, self.max_members, self.slurm)
         for ret, job in zip(returns, jobs):
             ret.return_value = records[job.num]
