@@ -16,10 +16,11 @@ plus start-up of ``python run.py`` to its first training step against a bare
 against ``sparse_cce`` for 10, 1,000 and 10,000 classes. Prints a table of ratios and
 writes everything as JSON. Machines are noisy: compare ratios taken in one run.
 
-``--mode sweep`` times whole sweeps instead: the same grids with the default launcher,
-``joblib`` (2 jobs) and ``batched`` (rounds interleaved; ``experiment=loss_grid_mnist``
-once), each with its time to the first training step; ``experiment=fair_grid_mnist``
-(minutes: ``--skip fair_grid`` leaves it out); the seconds a job of a sequential sweep
+``--mode sweep`` times whole sweeps instead, launchers interleaved in every round: a small
+grid with the default launcher, ``joblib`` (2 jobs) and ``batched``; ``experiment=loss_grid_mnist``
+and ``experiment=fair_grid_mnist`` (minutes: ``--skip fair_grid`` leaves it out) with the
+default and the batched launcher; each with its own ``first training step after`` (seconds
+since its process started); the seconds a job of a sequential sweep
 spends outside its training, validation and test steps; and the training throughput of
 models of K members against the bare stacked loop of the same K (the limit), in fp32 and
 bf16 autocast.
@@ -32,6 +33,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -323,37 +325,32 @@ def job_overhead(data_root: str, store: str, jobs: int) -> dict[str, dict]:
 
 
 def sweep_wall(overrides: tuple[str, ...], launcher: tuple[str, ...], data_root: str, tmp: str) -> dict[str, float]:
-    """Wall seconds of ``python run.py -m <overrides> <launcher>``, start-up included, and the
-    seconds from its launch to its first training step (the first model's "training started")."""
+    """Wall seconds of ``python run.py -m <overrides> <launcher>``, start-up included, and its
+    own ``first training step after N.N s`` (seconds since its process started)."""
     out = tempfile.mkdtemp(dir=tmp)
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, *launcher, f"data.root={data_root}",
            f"logger.tracking_uri=sqlite:///{out}/mlflow.db", f"hydra.sweep.dir={out}/multirun",
            "trainer.progress_bar=false"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    first_step, lines = float("nan"), []
-    for line in proc.stdout:
-        if math.isnan(first_step) and "training started" in line:
-            first_step = time.perf_counter() - t0
-        lines.append(line)
-    proc.wait()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     wall = time.perf_counter() - t0
-    text = "".join(lines)
-    if proc.returncode != 0 or " 0 failed" not in text:
-        raise RuntimeError(f"sweep {' '.join(cmd)} failed:\n{text[-4000:]}")
-    return {"wall_s": wall, "first_step_s": first_step}
+    if proc.returncode != 0 or " 0 failed" not in proc.stdout:
+        raise RuntimeError(f"sweep {' '.join(cmd)} failed:\n{proc.stdout[-4000:]}")
+    first = re.search(r"first training step after ([0-9.]+) s", proc.stdout)
+    return {"wall_s": wall, "first_step_s": float(first.group(1)) if first else float("nan")}
 
 
-SWEEPS = {  # name: the sweep's overrides
+SWEEPS = {  # name: the sweep's overrides, and the launchers it is timed on
     "acceptance grid (16 jobs, data.subset=5000, 2 epochs)": (
-        "task=mnist", "activation=sigmoid,softmax", "loss=bce,cce,sparse_cce,mse", "seed=0,1", "data.subset=5000",
-        "trainer.max_epochs=2", "trainer.checkpoint=false"),
-    "experiment=loss_grid_mnist": ("experiment=loss_grid_mnist",),
+        ("task=mnist", "activation=sigmoid,softmax", "loss=bce,cce,sparse_cce,mse", "seed=0,1", "data.subset=5000",
+         "trainer.max_epochs=2", "trainer.checkpoint=false"), ("default", "joblib (2 jobs)", "batched")),
+    "experiment=loss_grid_mnist": (("experiment=loss_grid_mnist",), ("default", "batched")),
+    "experiment=fair_grid_mnist": (("experiment=fair_grid_mnist",), ("default", "batched")),
 }
-LAUNCHERS = {"default": (), "joblib (2 jobs)": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+LAUNCHERS = {"default": ("hydra/launcher=basic",),
+             "joblib (2 jobs)": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
              "batched": ("hydra/launcher=batched",)}
-FAIR_GRID = ("experiment=fair_grid_mnist",)  # its own preset runs it on the batched launcher
 
 
 def members_throughput(data_root: str, accelerator: str, sizes: list[int], rounds: int,
@@ -425,26 +422,22 @@ def sweep_mode(a) -> dict:
                           "device": (torch.cuda.get_device_name(0) if device == "gpu"
                                      else platform.processor() or "cpu")},
               "rounds": a.rounds, "sweeps": {}}
-    for name, overrides in SWEEPS.items():
-        if "launchers" in a.skip or (name.startswith("experiment=") and "preset" in a.skip):
+    for name, (overrides, launchers) in SWEEPS.items():
+        part = {"loss_grid": "preset", "fair_grid": "fair_grid"}.get(name[len("experiment="):][:9], "launchers")
+        if part in a.skip:
             continue
-        rounds = 1 if name.startswith("experiment=") else a.rounds
-        runs: dict[str, list[dict[str, float]]] = {k: [] for k in LAUNCHERS}
-        for r in range(rounds):  # launchers interleaved within a round
-            for launcher, extra in LAUNCHERS.items():
-                print(f"{name}: {launcher}, round {r + 1}/{rounds}", flush=True)
-                runs[launcher].append(sweep_wall(overrides, extra, a.data_root, tmp))
+        runs: dict[str, list[dict[str, float]]] = {k: [] for k in launchers}
+        for r in range(a.rounds):  # launchers interleaved within a round
+            for launcher in launchers:
+                print(f"{name}: {launcher}, round {r + 1}/{a.rounds}", flush=True)
+                runs[launcher].append(sweep_wall(overrides, LAUNCHERS[launcher], a.data_root, tmp))
         walls = {k: [one["wall_s"] for one in v] for k, v in runs.items()}
         result["sweeps"][name] = {
-            "command": "python run.py -m " + " ".join(overrides), "rounds": rounds,
+            "command": "python run.py -m " + " ".join(overrides), "rounds": a.rounds,
             "wall_s": {k: spread(v) for k, v in walls.items()},
             "first_step_s": {k: spread([one["first_step_s"] for one in v]) for k, v in runs.items()},
             "speedup": {k: spread([d / w for d, w in zip(walls["default"], v)])
                         for k, v in walls.items() if k != "default"}}
-    if "fair_grid" not in a.skip:
-        print("experiment=fair_grid_mnist", flush=True)
-        result["fair_grid"] = {"command": "python run.py -m " + " ".join(FAIR_GRID),
-                               **sweep_wall(FAIR_GRID, (), a.data_root, tmp)}
     if "overhead" not in a.skip:
         print("per-job overhead of a sequential sweep", flush=True)
         result["job_overhead"] = job_overhead(a.data_root, f"sqlite:///{tmp}/overhead.db", jobs=a.rounds + 3)
@@ -491,10 +484,6 @@ def sweep_markdown(result: dict) -> str:
             ratio = cell(s["speedup"][launcher], "{:.2f}") if launcher in s["speedup"] else "1"
             lines.append(f"| {name} | {launcher} | {cell(w, '{:.1f}')} | {cell(s['first_step_s'][launcher], '{:.1f}')} "
                          f"| {ratio} |")
-    if "fair_grid" in result:
-        f = result["fair_grid"]
-        lines += ["", f"`{f['command']}`: {f['wall_s']:.1f} s in all, first training step after "
-                      f"{f['first_step_s']:.1f} s."]
     if "job_overhead" in result:
         o = result["job_overhead"]
         lines += ["", "Sequential sweep, 1-epoch jobs on data.subset=5000 with MLflow: first job "
@@ -538,8 +527,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["dataloader", "mlflow", "startup", "sparse", "seeds", "preset", "launchers", "fair_grid",
                              "overhead"],
-                    help="parts to leave out; sweep mode: preset (loss_grid_mnist), launchers (every launcher "
-                         "sweep), fair_grid (experiment=fair_grid_mnist, minutes), overhead (per-job cost)")
+                    help="parts to leave out; sweep mode: preset (loss_grid_mnist), launchers (the acceptance "
+                         "grid), fair_grid (experiment=fair_grid_mnist, minutes), overhead (per-job cost)")
     a = ap.parse_args(argv)
     if a.mode in ("sweep", "patience"):
         result = sweep_mode(a) if a.mode == "sweep" else patience_mode(a)
