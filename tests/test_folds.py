@@ -182,3 +182,8 @@ def test_one_job_trains_its_folds_in_turn_and_resume_auto_finds_each(small, stor
     again = run_xentlab(*args, "resume=auto", cwd=tmp_path / "again")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (again.stdout + again.stderr).count("already done") == 3 and len(runs_in(store)[1]) == 3
+
+
+def test_the_small_data_preset_cross_validates_on_five_folds():
+    cfg = make_config("experiment=fair_grid_breast_cancer")
+    assert cfg.data.folds == 5 and cfg.data.fold is None
