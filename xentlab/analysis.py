@@ -5,7 +5,9 @@ different scales), grouped over seeds: mean ± 95% Student-t half-width. A value
 with the best" when Welch's t-test on the seeds cannot tell it from the best mean at
 the 5% level, so a report marks every cell that might be the best, not only the largest
 mean. When runs of one cell differ in ``optimizer.lr``, each cell keeps the learning rate
-with the best mean validation score and reports its test scores there. A cell is marked
+with the best mean validation score (over its seeds and ``data.folds`` folds) and reports its test
+scores there; :func:`lr_stability` says how often resampling those runs keeps that choice, and a cell
+whose choice it overturns gets no star (:func:`supported`). A cell is marked
 budget-limited when a run's selected epoch came so late that more epochs might have raised it
 (:func:`budget_limited`, the one definition training's tag uses too). Statistics only:
 ``xentlab.tracking.load_runs`` reads the runs from MLflow; imports no training code.
