@@ -1,6 +1,7 @@
 """xentlab entry point: ``python run.py task=mnist loss=sparse_cce`` (see README.md)."""
 
 import math
+import statistics
 import warnings
 
 import hydra
@@ -32,9 +33,9 @@ def main(cfg: DictConfig):
         record.update(outcome.trained(train.run(cfg, output_dir=hc.runtime.output_dir)))
     if sweeping:
         write_record(hc.runtime.output_dir, record)
-    if cfg.get("optimized_metric"):  # the Optuna sweeper minimises/maximises this number
-        value = record.get("metrics", {}).get(cfg.optimized_metric)
-        return float(value) if value is not None else math.nan
+    if cfg.get("optimized_metric"):  # the Optuna sweeper minimises/maximises this number (of several runs: the mean)
+        values = [r.get("metrics", {}).get(cfg.optimized_metric) for r in record.get("runs") or [record]]
+        return statistics.fmean(values) if values and None not in values else math.nan
     return record
 
 

@@ -47,14 +47,14 @@ def assert_test_metrics_match_sklearn_on_the_final_weights(run, checkpoint):
     from sklearn.metrics import accuracy_score, log_loss
     from torch import nn
 
-    from xentlab.config import DataConfig
+    from xentlab.config import DataConfig, TaskConfig
     from xentlab.tasks import mnist as mnist_task
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
                         nn.Linear(128, 10))
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    test = mnist_task.build(None, DataConfig(root=str(DATA_ROOT))).test
+    test = mnist_task.build(TaskConfig(name="mnist"), DataConfig(root=str(DATA_ROOT))).test
     with torch.no_grad():
         q = torch.sigmoid(net(test.x).double())
     q = (q / q.sum(1, keepdim=True)).numpy()  # sigmoid outputs on multiclass: the renormalised distribution

@@ -5,7 +5,9 @@ different scales), grouped over seeds: mean ± 95% Student-t half-width. A value
 with the best" when Welch's t-test on the seeds cannot tell it from the best mean at
 the 5% level, so a report marks every cell that might be the best, not only the largest
 mean. When runs of one cell differ in ``optimizer.lr``, each cell keeps the learning rate
-with the best mean validation score and reports its test scores there. A cell is marked
+with the best mean validation score (over its seeds and ``data.folds`` folds) and reports its test
+scores there; :func:`lr_stability` says how often resampling those runs keeps that choice, and a cell
+whose choice it overturns gets no star (:func:`supported`). A cell is marked
 budget-limited when a run's selected epoch came so late that more epochs might have raised it
 (:func:`budget_limited`, the one definition training's tag uses too). Statistics only:
 ``xentlab.tracking.load_runs`` reads the runs from MLflow; imports no training code.
@@ -23,6 +25,8 @@ from xentlab import yardsticks
 from xentlab.config import BEFORE, IDENTITY
 
 ALPHA = 0.05  # Welch's t-test level for "cannot be told from the best"
+RESAMPLES = 1000  # bootstrap draws behind a learning-rate choice's stability
+STABLE = 0.8  # the share of those draws a cell's chosen learning rate must win for its ★ (four in five)
 
 
 def budget_limited(selected_epoch: int, epochs_trained: int, max_epochs: int, patience: Optional[int]) -> bool:
@@ -104,6 +108,11 @@ class RunInfo:
     @property
     def lr(self) -> str:
         return self.params.get("optimizer.lr", "?")
+
+    @property
+    def fold(self) -> str:
+        """Its train/validation fold (``data.fold``; runs from before folds had the one split, fold 0)."""
+        return self.params.get("data.fold", str(BEFORE["data.fold"]))
 
     @property
     def conditions(self) -> dict[str, str]:
@@ -203,7 +212,8 @@ def _row(group: list[RunInfo], cols: dict[str, bool], rank: str, target: float) 
     first = group[0]
     row: dict[str, Any] = {"activation": first.activation, "loss": first.loss, "lr": first.lr, "status": first.status,
                            "selection": first.selection,
-                           "seeds": sorted(r.seed for r in group), "n": len(group), "values": {}}
+                           "seeds": sorted({r.seed for r in group}), "folds": len({r.fold for r in group}),
+                           "n": len(group), "values": {}}
     for col in cols:
         vals = [r.metrics[f"test/{col}"] for r in group if f"test/{col}" in r.metrics]
         row["values"][col] = vals
@@ -241,6 +251,36 @@ def _ties(rows: list[dict[str, Any]], col: str, higher: bool) -> list[int]:
     return [i for i in scored if indistinguishable(rows[i]["values"][col], rows[top]["values"][col])]
 
 
+def lr_stability(runs: list[RunInfo], rank: str, resamples: int = RESAMPLES,
+                 seed: int = 0) -> Optional[dict[str, float]]:
+    """How often each learning rate wins a cell's choice (the best mean validation ``rank`` at each run's
+    selected epoch, as :func:`chosen_lr` chooses) when each learning rate's runs (its seeds × folds) are
+    drawn again with replacement: the share of ``resamples`` bootstrap draws it wins, from a fixed
+    generator so that a report reads the same each time. One validation split of a few rows can make
+    the choice a lottery; the share says so. None when there is no choice (one learning rate) or a
+    learning rate has fewer than two runs to resample."""
+    import numpy as np
+
+    by_lr: dict[str, list[float]] = {}
+    for r in runs:
+        if (v := r.validation(f"val/{rank}")) is not None:
+            by_lr.setdefault(r.lr, []).append(v)
+    if len(by_lr) < 2 or min(map(len, by_lr.values())) < 2:
+        return None
+    rng, lrs = np.random.default_rng(seed), sorted(by_lr)  # chosen_lr's order: the first of equal means wins
+    means = np.stack([np.asarray(by_lr[lr])[rng.integers(0, len(by_lr[lr]), (resamples, len(by_lr[lr])))].mean(1)
+                      for lr in lrs])
+    wins = np.bincount(means.argmax(0), minlength=len(lrs))
+    return {lr: float(w) / resamples for lr, w in zip(lrs, wins)}
+
+
+def supported(row: dict[str, Any]) -> bool:
+    """Whether a row's ★ can stand: its learning rate, chosen on validation, wins at least ``STABLE`` of the
+    resamples (:func:`lr_stability`; no choice or nothing to resample: nothing to doubt). A tie at a learning
+    rate that resampling the seeds and folds overturns rests on a lottery."""
+    return row.get("lr_share") is None or row["lr_share"] >= STABLE
+
+
 def chosen_lr(rows: list[dict[str, Any]], rank: str) -> dict[tuple[str, str], dict[str, Any]]:
     """Per activation × loss cell, its row at the learning rate with the best mean validation ``rank``."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
@@ -276,10 +316,18 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
         target = targets.get(kind, yardsticks.target(kind))
         rows = [_row([r for r in mine if (r.activation, r.loss, r.lr, r.selection) == k], cols, rank, target)
                 for k in keys]
+        for (act, loss), chosen in chosen_lr(rows, rank).items():
+            cell = [r for r in mine if (r.activation, r.loss, r.selection) == (act, loss, chosen["selection"])]
+            shares = lr_stability(cell, rank)
+            for row in rows:
+                if shares and (row["activation"], row["loss"], row["selection"]) == (act, loss, chosen["selection"]):
+                    row["lr_share"] = shares.get(row["lr"], 0.0)
         if best_lr:
             rows = list(chosen_lr(rows, rank).values())
         rows.sort(key=lambda r: -(r[rank]["mean"] if r[rank] else -math.inf))
         best = {col: _ties(rows, col, higher) for col, higher in {**cols, "train_seconds": False}.items()}
+        if best_lr:  # the rows are learning-rate choices: a choice that resampling overturns gets no ★
+            best.update({col: [i for i in best[col] if supported(rows[i])] for col in cols})
         reached = [(r["epochs_to_target"]["mean"], i) for i, r in enumerate(rows) if r["epochs_to_target"]["mean"]]
         best["epochs_to_target"] = [min(reached)[1]] if reached else []
         grid = {}
@@ -289,10 +337,11 @@ def aggregate(runs: list[RunInfo], targets: Optional[dict[str, float]] = None,
                                      "values": chosen["values"][rank],
                                      "selected_epoch": chosen["selected_epoch"]["mean"] if chosen["selected_epoch"]
                                      else None, "budget_limited": chosen["budget_limited"],
-                                     "budget_limited_runs": chosen["budget_limited_runs"]}
+                                     "budget_limited_runs": chosen["budget_limited_runs"],
+                                     "folds": chosen["folds"], "lr_share": chosen.get("lr_share")}
         top = max((g for g in grid.values() if g["values"]), key=lambda g: g["mean"], default=None)
         for g in grid.values():
-            g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]))
+            g["best"] = bool(top and g["values"] and indistinguishable(g["values"], top["values"]) and supported(g))
         tables[name] = {"task": mine[0].task, "kind": kind, "conditions": conditions,
                         "conditions_note": conditions_note(conditions, kind), "rank_by": rank,
                         "target": target, "columns": list(cols),

@@ -94,7 +94,7 @@ def launch(jobs: Sequence[Job], max_members: int, slurm: Optional[dict[str, Any]
             members = train.member_runs(job.cfg, p, job.output_dir)
             found = {id(run): _earlier(run, trackers) for run in members} if job.cfg.resume == "auto" else {}
             done = {id(run): f for run in members if isinstance(f := found.get(id(run)), checkpoints.Done)}
-            results[job.num] = [_result_of(run, done[id(run)]) for run in members if id(run) in done]
+            results[job.num] = [train.done_result(run, done[id(run)]) for run in members if id(run) in done]
             runs += [(job, run) for run in members if id(run) not in done]
             unfinished.update({i: f for i, f in found.items() if i not in done and f is not None})
             if len(done) == len(members):
@@ -149,11 +149,6 @@ def _earlier(run: train.MemberRun, trackers: dict[str, Any]) -> Any:
     return checkpoints.earlier(OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True), tracker)
 
 
-def _result_of(run: train.MemberRun, done: checkpoints.Done) -> dict[str, Any]:
-    return {"seed": run.seed, "run_name": run.plan.run_names[run.seed], "run_id": done.run_id,
-            "metrics": done.metrics, "already_done": True}
-
-
 def _resumable(runs: list[tuple[Job, train.MemberRun]], unfinished: dict[int, Any]
                ) -> tuple[list[tuple[list[tuple[Job, train.MemberRun]], checkpoints.Resume]],
                           list[tuple[Job, train.MemberRun]]]:
@@ -185,10 +180,7 @@ def _restart(model: list[tuple[Job, train.MemberRun]], unfinished: dict[int, Any
 
 def _trained(p: train.Plan, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """A job's record once all its members have a result (trained now, or done earlier)."""
-    result = {"runs": runs} if p.batched else runs[0]
-    if all(r.get("already_done") for r in runs):
-        result = {**result, "already_done": True}
-    return outcome.trained({**result, "combination_status": p.cell.status.value})
+    return outcome.trained(train.job_result(p, runs))
 
 
 def _record(job: Job) -> dict[str, Any]:
@@ -198,19 +190,22 @@ def _record(job: Job) -> dict[str, Any]:
 def _describe(n: int, of: int, model: list[tuple[Job, train.MemberRun]], resume: Optional[checkpoints.Resume]) -> None:
     cells = sorted({f"{p.plan.activation}+{p.plan.loss}" for _, p in model})
     lrs = sorted({float(p.cfg.optimizer.lr) for _, p in model})
-    log.info("model %d/%d: %d members (%s; lr %s; seeds %s)%s", n, of, len(model), ", ".join(cells),
+    folds = {p.cfg.data.folds for _, p in model} - {1}
+    log.info("model %d/%d: %d members (%s; lr %s; seeds %s%s)%s", n, of, len(model), ", ".join(cells),
              ", ".join(f"{lr:g}" for lr in lrs), ",".join(sorted({str(p.seed) for _, p in model}, key=int)),
+             f"; fold {model[0][1].fold} of {folds.pop()}" if folds else "",
              "" if resume is None else f", going on after epoch {resume.epochs_done}" if resume.path
              else ", from the start in earlier runs")
 
 
 def _finish(model: list[tuple[Job, train.MemberRun]], results: dict[int, list[dict[str, Any]]],
             records: dict[int, dict[str, Any]]) -> None:
-    """Write the record of each job whose members have all trained (``seeds=[...]`` may
-    put a job's members in several models) or whose model failed."""
+    """Write the record of each job whose members have all trained (``seeds=[...]`` may put a
+    job's members in several models, and its folds always go to models of their own) or whose
+    model failed."""
     for job, run in model:
         if job.num not in records:
-            if len(results[job.num]) < len(run.plan.seeds):
+            if len(results[job.num]) < len(run.plan.members):
                 continue
             records[job.num] = {**_record(job), **_trained(run.plan, results[job.num])}
         _write(job, records[job.num])

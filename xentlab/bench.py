@@ -369,7 +369,8 @@ def members_throughput(data_root: str, accelerator: str, sizes: list[int], round
     cells = [("softmax", "sparse_cce"), ("softmax", "mse"), ("sigmoid", "bce"), ("softmax", "cce")]
     lrs = (3e-4, 1e-3, 3e-3, 1e-2)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    split = mnist_task.build(None, make_cfg(f"data.root={data_root}", "data.subset=5000").data).train
+    cfg = make_cfg(f"data.root={data_root}", "data.subset=5000")
+    split = mnist_task.build(cfg.task, cfg.data).train
     n, first = len(split), precisions[0]
     # (precision, K) -> per round: medians over the pairs of xentlab / own bare, xentlab / bare fp32 and
     # bare fp32 / own bare (time ratios), and the seconds an epoch of xentlab and of its bare loop took
@@ -538,7 +539,8 @@ def main(argv=None) -> dict:
         return result
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    splits = mnist_task.build(None, make_cfg(f"data.root={a.data_root}").data)
+    cfg = make_cfg(f"data.root={a.data_root}")
+    splits = mnist_task.build(cfg.task, cfg.data)
     x, y = splits.train.x, splits.train.y
     n = len(x)
     tmp = tempfile.mkdtemp()

@@ -21,14 +21,15 @@ from xentlab.errors import ConfigError
 # What makes two runs the same experiment (dotted config keys): a resumed run must match them,
 # ``resume=auto`` finds an earlier run by them, and the reports count one run per identity.
 IDENTITY = ("task", "activation", "loss", "model", "optimizer", "seed", "seeds", "data.batch_size", "data.subset",
-            "data.val_size", "trainer.compile", "trainer.precision", "trainer.select", "trainer.select_on",
-            "trainer.patience")
+            "data.val_size", "data.folds", "data.fold", "trainer.compile", "trainer.precision", "trainer.select",
+            "trainer.select_on", "trainer.patience")
 # What may differ between the members of one batched model (dotted config keys, with what lies
 # under them); everything else they share (``xentlab.batching``).
 MEMBER_VARY = ("activation", "loss", "seed", "seeds", "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
                "model.init_scale", "logger.run_name")
 # What runs and checkpoints from before a key existed did, for the keys added since.
-BEFORE = {"trainer.select": "last", "trainer.select_on": None, "trainer.patience": None}
+BEFORE = {"trainer.select": "last", "trainer.select_on": None, "trainer.patience": None, "data.folds": 1,
+          "data.fold": 0}
 
 
 class OptimizerName(str, Enum):
@@ -108,6 +109,8 @@ class DataConfig:
     subset: Optional[int] = None
     val_size: int = 5000
     normalize: bool = True  # standardise inputs (MNIST: its mean/std; task=file: training mean/std)
+    folds: int = 1  # K > 1: K train/validation folds of the training rows, a run each (xentlab.tasks.folds)
+    fold: Optional[int] = None  # the fold a run trains on; None: a job trains every fold, one run each
 
 
 @dataclass
@@ -183,6 +186,15 @@ def validate(cfg: Any) -> None:
         (cfg.data.subset is None or cfg.data.subset >= 1,
          f"data.subset must be >= 1 (or null for all), got {cfg.data.subset}"),
         (cfg.data.val_size >= 1, f"data.val_size must be >= 1, got {cfg.data.val_size}"),
+        (cfg.data.folds >= 1, f"data.folds must be >= 1, got {cfg.data.folds}"),
+        (cfg.data.fold is None or 0 <= cfg.data.fold < cfg.data.folds,
+         f"data.fold must be in [0, data.folds={cfg.data.folds}) (or null for every fold), got {cfg.data.fold}"),
+        (cfg.data.folds == 1 or cfg.data.fold is not None or not cfg.resume or cfg.resume == "auto",
+         f"resume={cfg.resume} names one run, and data.folds={cfg.data.folds} trains a run per fold: use "
+         f"resume=auto, or give data.fold=<fold>"),
+        (cfg.data.folds == 1 or cfg.data.fold is not None or "ddp" not in str(cfg.trainer.strategy),
+         f"data.folds={cfg.data.folds} trains its folds one after another in one process, which trainer=ddp does "
+         f"not combine with: give data.fold=<fold> (e.g. data.fold=0,1,2 as a sweep)"),
         (
             cfg.data.subset is None or cfg.data.batch_size <= cfg.data.subset,
             f"data.batch_size={cfg.data.batch_size} is larger than data.subset={cfg.data.subset}: "

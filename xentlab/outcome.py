@@ -109,7 +109,8 @@ def trained(result: dict[str, Any]) -> dict[str, Any]:
     """The record of a job that trained (``train.run``'s result): failed where a member of
     a batched model diverged (its run ended FAILED while the others went on)."""
     runs = result.get("runs")
-    errors = ([f"seed {r['seed']}: {r['error']}" for r in runs if "error" in r] if runs is not None
+    errors = ([f"seed {r['seed']}" + (f" fold {r['fold']}" if "fold" in r else "") + f": {r['error']}"
+               for r in runs if "error" in r] if runs is not None
               else [result["error"]] if "error" in result else [])
     record = {k: v for k, v in result.items() if k != "error"}
     return {**record, "status": "failed", "reason": "; ".join(errors)} if errors else {**record, "status": "ran"}

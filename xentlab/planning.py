@@ -24,10 +24,21 @@ class Plan:
     numerics: str
     cell: compat.Cell
     num_outputs: int
-    seeds: tuple[int, ...]  # the members: one run each
-    batched: bool  # seeds=[...]: the members train as one model
-    run_names: dict[int, str]
+    seeds: tuple[int, ...]  # the members' seeds
+    batched: bool  # seeds=[...]: the members of one fold train as one model
+    run_names: dict[tuple[int, int], str]  # by (seed, fold)
     select_on: Optional[str]  # the validation yardstick whose best epoch is tested; None: the last epoch
+    folds: tuple[int, ...] = (0,)  # the members' folds (data.folds): a run for each seed in each
+
+    @property
+    def members(self) -> tuple[tuple[int, int], ...]:
+        """The job's runs as (seed, fold), fold by fold: each fold's seeds can share one model."""
+        return tuple((s, f) for f in self.folds for s in self.seeds)
+
+    @property
+    def several(self) -> bool:
+        """Whether the job's result lists its runs: ``seeds=[...]`` or several folds."""
+        return self.batched or len(self.folds) > 1
 
     @property
     def selection(self) -> str:
@@ -36,7 +47,7 @@ class Plan:
 
     @property
     def run_name(self) -> str:
-        return self.run_names[self.seeds[0]]
+        return self.run_names[self.members[0]]
 
 
 def plan(cfg: Any) -> Plan:
@@ -55,9 +66,11 @@ def plan(cfg: Any) -> Plan:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     seeds = tuple(cfg.seeds) if cfg.seeds else (cfg.seed,)
-    names = {s: cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{s}" for s in seeds}
+    folds = tuple(range(cfg.data.folds)) if cfg.data.fold is None else (cfg.data.fold,)
+    names = {(s, f): cfg.logger.run_name or f"{spec.name}-{activation}-{cfg.loss.name}-s{s}"
+             + (f"-f{f}" if cfg.data.folds > 1 else "") for s in seeds for f in folds}
     return Plan(spec, activation, cfg.loss.name, value_of(cfg.loss.numerics), cell, spec.num_outputs(activation),
-                seeds, bool(cfg.seeds), names, _select_on(cfg, spec.kind, activation))
+                seeds, bool(cfg.seeds), names, _select_on(cfg, spec.kind, activation), folds)
 
 
 def _select_on(cfg: Any, kind: str, activation: str) -> Optional[str]:

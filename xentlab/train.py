@@ -44,14 +44,30 @@ def run(cfg: Any, output_dir: Optional[str] = None, callbacks: Sequence[Callback
     callbacks (the benchmark times epochs with one)."""
     p = plan(cfg)
     tracker = tracker_for(cfg)
-    resume = checkpoints.find(cfg, tracker)
-    if isinstance(resume, checkpoints.Done):
-        return {"run_name": p.run_name, "run_id": resume.run_id, "combination_status": p.cell.status.value,
-                "metrics": resume.metrics, "already_done": True}
-    results = [r for _, r in train(member_runs(cfg, p, output_dir), tracker, resume=resume, callbacks=callbacks)]
-    if not p.batched:
-        return {**results[0], "combination_status": p.cell.status.value}
-    return {"runs": results, "combination_status": p.cell.status.value}
+    results = []
+    runs = member_runs(cfg, p, output_dir)
+    for fold in p.folds:  # a fold's data is its own: its seeds share a model, folds train one after another
+        mine = [r for r in runs if r.fold == fold]
+        resume = checkpoints.find(mine[0].cfg, tracker)  # resume= has one run per fold (config.validate)
+        if isinstance(resume, checkpoints.Done):
+            results.append(done_result(mine[0], resume))
+            continue
+        results += [r for _, r in train(mine, tracker, resume=resume, callbacks=callbacks)]
+    return job_result(p, results)
+
+
+def job_result(p: Plan, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A job's result once each of its runs has one (trained now, or done earlier): the run's own,
+    or ``runs`` listing them (``seeds=[...]``, several folds)."""
+    result = {"runs": list(runs)} if p.several else dict(runs[0])
+    if all(r.get("already_done") for r in runs):
+        result["already_done"] = True
+    return {**result, "combination_status": p.cell.status.value}
+
+
+def done_result(r: "MemberRun", done: checkpoints.Done) -> dict[str, Any]:
+    """The result of a run that ``resume=auto`` found FINISHED."""
+    return {**_names(r), "run_id": done.run_id, "metrics": done.metrics, "already_done": True}
 
 
 def tracker_for(cfg: Any):
@@ -65,12 +81,13 @@ def tracker_for(cfg: Any):
 
 @dataclass(frozen=True)
 class MemberRun:
-    """One member of a model: one MLflow run, with its own config (``seed`` set)."""
+    """One member of a model: one MLflow run, with its own config (``seed`` and ``data.fold`` set)."""
 
     cfg: Any
     plan: Plan
     seed: int
     output_dir: Optional[str] = None
+    fold: int = 0
 
     @property
     def settings(self) -> MemberSettings:
@@ -80,8 +97,11 @@ class MemberRun:
 
 
 def member_runs(cfg: Any, p: Plan, output_dir: Optional[str] = None) -> list[MemberRun]:
-    """The runs of one job: its seed, or each of ``seeds=[...]``."""
-    return [MemberRun(OmegaConf.merge(cfg, {"seed": s}) if p.batched else cfg, p, s, output_dir) for s in p.seeds]
+    """The runs of one job: its seed, or each of ``seeds=[...]``, in each of its folds (``data.folds``).
+    A job of several folds gives each its own folder: their models write checkpoints apart."""
+    return [MemberRun(OmegaConf.merge(cfg, {"seed": s, "data": {"fold": f}}), p, s,
+                      str(Path(output_dir or ".") / f"fold{f}") if len(p.folds) > 1 else output_dir, f)
+            for s, f in p.members]
 
 
 def by_optimizer_settings(run: MemberRun) -> tuple[float, ...]:
@@ -168,6 +188,8 @@ def describe(r: MemberRun, checkpoint_dir: Optional[Path], members: int) -> life
         "combination_status": p.cell.status.value, "combination_reason": p.cell.reason,
         "metrics_note": _metrics_note(p), "seed": r.seed,
     }
+    if cfg.data.folds > 1:
+        tags["fold"] = r.fold
     if p.task.class_names:
         tags["class_names"] = ",".join(p.task.class_names)
     if p.batched:
@@ -177,7 +199,7 @@ def describe(r: MemberRun, checkpoint_dir: Optional[Path], members: int) -> life
     if checkpoint_dir is not None:
         tags["checkpoint"] = str(checkpoint_dir / checkpoints.LAST)
     tags[store.IDENTITY_TAG] = store.identity_key(checkpoints.identity(params))
-    return lifecycle.RunDescription(p.run_names[r.seed], tags, params, OmegaConf.to_yaml(cfg, resolve=True))
+    return lifecycle.RunDescription(p.run_names[(r.seed, r.fold)], tags, params, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def make_trainer(cfg: Any, p: Plan, logger, extra: Sequence[Callback],
@@ -241,11 +263,16 @@ def budget_limited(module: Classifier, epochs: int, t: Any) -> dict[int, bool]:
 def results(r: MemberRun, i: int, run_id: Optional[str], metrics: dict[str, float],
             failed: dict[int, BaseException]) -> dict[str, Any]:
     """Member ``i``'s result: its run and its own metrics under their plain names."""
-    out = {"seed": r.seed, "run_name": r.plan.run_names[r.seed], "run_id": run_id,
-           "metrics": metric_keys.of(metrics, i)}
+    out = {**_names(r), "run_id": run_id, "metrics": metric_keys.of(metrics, i)}
     if i in failed:
         out["error"] = f"{type(failed[i]).__name__}: {failed[i]}"
     return out
+
+
+def _names(r: MemberRun) -> dict[str, Any]:
+    """What names a run in its job's result: its seed, its fold (of several) and its run name."""
+    return {"seed": r.seed, **({"fold": r.fold} if r.cfg.data.folds > 1 else {}),
+            "run_name": r.plan.run_names[(r.seed, r.fold)]}
 
 
 def _device_tags(trainer: pl.Trainer) -> dict[str, str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from xentlab import compat, tracking
-from xentlab.analysis import RunInfo, aggregate, one_per_seed
+from xentlab.analysis import RESAMPLES, STABLE, RunInfo, aggregate, one_per_seed
 from xentlab.errors import ConfigError
 
 NOTE = ("Runs are compared on the task's yardsticks (test split), never on their raw loss values: "
@@ -61,6 +61,14 @@ BUDGET_NOTE = (" † marks a budget-limited cell: at least one of its seeds trai
                "selected an epoch within the last trainer.patience of them (without patience: the last epoch; "
                "with trainer.select=last: always), so more epochs might have raised its score.")
 BUDGET_UNKNOWN = " Whether {n} row(s) are budget-limited is unknown (runs without the tag, best_epoch or params)."
+FOLDS_NOTE = (" Runs with data.folds=K trained a model per fold (K train/validation folds of the training rows, "
+              "stratified by class, the same for every cell): each fold model is tested at its own best validation "
+              "epoch, a row's values are means over its fold models and seeds (the 'seeds' column reads seeds × "
+              "folds), the learning rate is chosen on the mean validation score over folds and seeds, and Welch's "
+              "test takes each fold model as one sample, as it takes each seed.")
+STABILITY_NOTE = (" Stability of the learning-rate choice (each learning rate's runs resampled with replacement, "
+                  "{resamples} draws): {cells}. A cell whose learning rate wins fewer than {stable:.0%} of the draws "
+                  "gets no ★: its place rests on a choice that resampling the seeds and folds overturns.")
 BATCHED_NOTE = (" Runs marked ×K trained as members of a batched model of K runs: their 'train s' is their "
                 "share of the model's time (the model's time ÷ K).")
 
@@ -82,6 +90,23 @@ def budget_note(table: dict[str, Any]) -> str:
     return BUDGET_NOTE + (BUDGET_UNKNOWN.format(n=unknown) if unknown else "")
 
 
+def folds_note(table: dict[str, Any]) -> str:
+    """The heading's sentence on cross-validated runs, where there are any."""
+    return FOLDS_NOTE if any(r["folds"] > 1 for r in table["rows"]) else ""
+
+
+def stability_note(table: dict[str, Any]) -> str:
+    """The heading's sentence on how often each cell's chosen learning rate wins (``analysis.lr_stability``)."""
+    cells = [f"{key.replace('/', ' + ')}: lr {g['lr']} chosen in {g['lr_share']:.0%} of resamples"
+             for key, g in table["grid"].items() if g.get("lr_share") is not None]
+    return STABILITY_NOTE.format(resamples=RESAMPLES, cells="; ".join(cells), stable=STABLE) if cells else ""
+
+
+def runs_count(row: dict[str, Any]) -> str:
+    """The 'seeds' column: how many seeds, times how many folds where there are several."""
+    return f"{len(row['seeds'])} × {row['folds']} folds" if row["folds"] > 1 else str(row["n"])
+
+
 def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     several_lrs, rules = len(table["learning_rates"]) > 1, len(table["selection"]) > 1
     selected = any(r["selected_epoch"] for r in table["rows"])
@@ -96,7 +121,7 @@ def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         epochs = "—" if e["mean"] is None else f"{e['mean']:.1f} ({e['reached']}/{e['of']})"
         seconds = fmt(r["train_seconds"], 1) + (f" ×{r['members']}" if r["members"] > 1 else "")
         out.append([r["activation"], r["loss"], *([r["lr"]] if several_lrs else []),
-                    *([r["selection"]] if rules else []), r["status"], str(r["n"]),
+                    *([r["selection"]] if rules else []), r["status"], runs_count(r),
                     *[fmt(r[c]) + star(c) + (budget_mark(r) if c == table["rank_by"] else "")
                       for c in table["columns"]],
                     *([fmt(r["selected_epoch"], 1)] if selected else []),
@@ -123,10 +148,11 @@ def grid_cells(table: dict[str, Any]) -> list[list[dict[str, Any]]]:
             text += budget_mark(g)
             tip = f"{act} + {loss}: {c.status.value}: {c.reason}"
             if g and g["mean"] is not None:
-                tip += f"; test {rank} over {g['n']} seed(s)" + (f" at lr {g['lr']}" if len(table["learning_rates"]) > 1
-                                                                 else "")
+                tip += (f"; test {rank} over {g['n']} run(s)" + (f" ({g['folds']} folds)" if g["folds"] > 1 else "")
+                        + (f" at lr {g['lr']}" if len(table["learning_rates"]) > 1 else "")
+                        + (f", chosen in {g['lr_share']:.0%} of resamples" if g.get("lr_share") is not None else ""))
                 if g["budget_limited"]:
-                    tip += f"; budget-limited in {g['budget_limited_runs']} of its {g['n']} seed(s)"
+                    tip += f"; budget-limited in {g['budget_limited_runs']} of its {g['n']} run(s)"
             row.append({"activation": act, "loss": loss, "status": c.status.value, "text": text, "tip": tip,
                         "mean": None if not g else g["mean"]})
         cells.append(row)
@@ -242,7 +268,8 @@ def write_report(tables: dict[str, dict[str, Any]], runs: list[RunInfo], out: Pa
         lr_note = "" if len(table["learning_rates"]) < 2 else (BEST_LR_NOTE if table["best_lr"] else LR_NOTE).format(
             metric=table["rank_by"], lrs=", ".join(table["learning_rates"]))
         note = (NOTE.format(metric=table["rank_by"], target=table["target"], lr_note=lr_note)
-                + selection_note(table) + budget_note(table) + (BATCHED_NOTE if table["batched"] else ""))
+                + selection_note(table) + folds_note(table) + stability_note(table) + budget_note(table)
+                + (BATCHED_NOTE if table["batched"] else ""))
         if table["conditions_note"]:
             note = table["conditions_note"] + " " + note
         header, rows = table_rows(table)

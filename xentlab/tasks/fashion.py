@@ -19,4 +19,4 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 @task("fashion", kind="multiclass", input_shape=(1, 28, 28), num_classes=10, class_names=CLASSES)
 def build(task_cfg, data_cfg) -> Splits:
     """Fashion-MNIST; validation is the last ``data.val_size`` training images."""
-    return image_splits(data_cfg, FASHION_MNIST, FASHION_MEAN, FASHION_STD)
+    return image_splits(task_cfg, data_cfg, FASHION_MNIST, FASHION_MEAN, FASHION_STD)

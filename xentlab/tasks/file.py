@@ -1,7 +1,8 @@
 """``task=file task.path=PATH``: the user's own data, from a ``.npz`` or ``.csv`` file.
 
 ``.npz``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``, optionally ``x_val``,
-``y_val`` (else the last ``data.val_size`` training rows) and ``class_names``. ``.csv``: one
+``y_val`` (else the last ``data.val_size`` training rows; with ``data.folds`` > 1 a fold of the
+training and validation rows together) and ``class_names``. ``.csv``: one
 row per example, ``task.label_columns`` (default: the last column) hold the labels, every
 other column is a numeric feature; the test split is ``task.test_path`` or a
 ``task.test_fraction`` of the rows drawn with ``task.data_seed``.
@@ -28,6 +29,7 @@ import numpy as np
 from xentlab.config import TaskConfig
 from xentlab.errors import ConfigError
 from xentlab.tasks.base import Split, Splits, TaskSpec, get, task
+from xentlab.tasks.folds import validation_rows
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +206,8 @@ def load(t, data_cfg) -> Loaded:
     path = Path(t.path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, t.test_path, tuple(t.label_columns),
-           t.test_fraction, t.data_seed, getattr(t.kind, "value", t.kind), data_cfg.val_size, data_cfg.normalize)
+           t.test_fraction, t.data_seed, getattr(t.kind, "value", t.kind), data_cfg.val_size, data_cfg.folds,
+           data_cfg.fold, data_cfg.normalize)
     if key in _CACHE:
         return _CACHE[key]
     arrays, names = _npz(path) if path.suffix.lower() == ".npz" else _csv(t)
@@ -214,13 +217,12 @@ def load(t, data_cfg) -> Loaded:
         raise ConfigError(f"features differ in shape between splits: {shapes}")
     kind, class_names, y = _labels({s: np.asarray(arrays[f"y_{s}"]) for s in x},
                                    getattr(t.kind, "value", t.kind), names)
-    if "val" not in x:
-        n = len(x["train"]) - data_cfg.val_size
-        if n < 1:
-            raise ConfigError(f"data.val_size={data_cfg.val_size} leaves no training rows: {path.name} has "
-                              f"{len(x['train'])}; set data.val_size smaller (or give x_val, y_val)")
-        x["val"], x["train"] = x["train"][n:], x["train"][:n]
-        y["val"], y["train"] = y["train"][n:], y["train"][:n]
+    if "val" not in x or data_cfg.folds > 1:  # folds: of the training rows, then the file's validation rows
+        xs = np.concatenate([x.pop(s) for s in ("train", "val") if s in x])
+        ys = torch.cat([y.pop(s) for s in ("train", "val") if s in y])
+        rows = validation_rows(ys, data_cfg, t.data_seed, f"training rows of {path.name}")
+        for s, r in zip(("train", "val"), rows):
+            x[s], y[s] = xs[r], ys[torch.as_tensor(r)]
     if data_cfg.normalize:
         mean, std = x["train"].mean(0), x["train"].std(0)
         std[std == 0] = 1.0  # a constant feature stays constant (zero) instead of dividing by zero

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from xentlab.tasks.base import Split, Splits, task
+from xentlab.tasks.folds import validation_rows
 from xentlab.tasks.idx_files import MNIST, IdxFiles
 
 if TYPE_CHECKING:
@@ -20,20 +21,22 @@ def normalise(images: Tensor, standardise: bool = True, mean: float = MNIST_MEAN
     return ((x - mean) / std if standardise else x).unsqueeze(1)
 
 
-def raw_splits(data_cfg, files: IdxFiles = MNIST) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Raw images as (train x, y, val x, y, test x, y); val is the last ``val_size`` train images."""
+def raw_splits(task_cfg, data_cfg, files: IdxFiles = MNIST) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Raw images as (train x, y, val x, y, test x, y); val is the last ``val_size`` train images,
+    or a fold of them (``data.folds``, ``xentlab.tasks.folds``)."""
+    import torch
+
     x, y = files.load(data_cfg.root, train=True)
     xt, yt = files.load(data_cfg.root, train=False)
-    if data_cfg.val_size >= len(x):
-        raise ValueError(f"data.val_size={data_cfg.val_size} leaves no {files.name} training images "
-                         f"({len(x)} in all)")
-    n = len(x) - data_cfg.val_size
-    return x[:n], y[:n], x[n:], y[n:], xt, yt
+    train, val = (torch.as_tensor(rows) for rows in
+                  validation_rows(y, data_cfg, task_cfg.data_seed, f"{files.name} training images"))
+    return x[train], y[train], x[val], y[val], xt, yt
 
 
-def image_splits(data_cfg, files: IdxFiles = MNIST, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Splits:
-    """The splits of a 28×28 IDX data set, validation the last ``data.val_size`` training images."""
-    x, y, xv, yv, xt, yt = raw_splits(data_cfg, files)
+def image_splits(task_cfg, data_cfg, files: IdxFiles = MNIST, mean: float = MNIST_MEAN,
+                 std: float = MNIST_STD) -> Splits:
+    """The splits of a 28×28 IDX data set, validation the last ``data.val_size`` training images (or a fold)."""
+    x, y, xv, yv, xt, yt = raw_splits(task_cfg, data_cfg, files)
     n = data_cfg.normalize
     return Splits(Split(normalise(x, n, mean, std), y).subset(data_cfg.subset), Split(normalise(xv, n, mean, std), yv),
                   Split(normalise(xt, n, mean, std), yt))
@@ -42,4 +45,4 @@ def image_splits(data_cfg, files: IdxFiles = MNIST, mean: float = MNIST_MEAN, st
 @task("mnist", kind="multiclass", input_shape=(1, 28, 28), num_classes=10)
 def build(task_cfg, data_cfg) -> Splits:
     """The real MNIST digits; validation is the last ``data.val_size`` training images."""
-    return image_splits(data_cfg)
+    return image_splits(task_cfg, data_cfg)

@@ -73,7 +73,7 @@ def mosaics(images: Tensor, labels: Tensor, n: int, *, min_digits: int, max_digi
 def build(task_cfg, data_cfg) -> Splits:
     """Train mosaics come from the training images, validation mosaics from the held-out
     validation images, test mosaics only from MNIST's test split."""
-    x, y, xv, yv, xt, yt = mnist.raw_splits(data_cfg)
+    x, y, xv, yv, xt, yt = mnist.raw_splits(task_cfg, data_cfg)
     opts = dict(min_digits=task_cfg.min_digits, max_digits=task_cfg.max_digits, grid=2)
     seed = task_cfg.data_seed
     train = Split(*mosaics(x, y, task_cfg.train_size, seed=seed, **opts))
