@@ -84,6 +84,19 @@ def test_the_best_value_stays_float64_in_any_precision_and_no_best_keeps_the_las
     assert torch.allclose(nets.weights()[0][0], last[0][0] - 1.0, atol=1e-6)  # member 0: its best epoch's
 
 
+def test_kept_weights_of_a_checkpoint_from_before_compaction_load_joined():
+    """Before compaction a stacked model kept one tensor per parameter and block (weights{block * n + j})."""
+    nets = stacked(3)
+    sel = Selection(nets, 3, "acc", True, None)
+    blocks = [(0, 2), (2, 3)]
+    state = {k: v for k, v in sel.state_dict().items() if not k.startswith("weights")}
+    want = [torch.randn(w.shape) for w in sel._kept()]
+    state.update({f"weights{b * 4 + j}": w[start:stop] for b, (start, stop) in enumerate(blocks)
+                  for j, w in enumerate(want)})
+    sel.load_state_dict(state)
+    assert all(torch.equal(w, v) for w, v in zip(sel._kept(), want))
+
+
 def test_runs_and_checkpoints_from_before_the_selection_rule_count_as_select_last(tmp_path):
     from xentlab import checkpoints
 

@@ -245,6 +245,15 @@ class Selection(nn.Module):
     def _kept(self) -> list[Tensor]:
         return [getattr(self, f"weights{j}") for j in range(self.n)]
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint from before compaction kept a tensor per parameter and block: join the blocks."""
+        old = [k for k in state_dict if k.startswith(prefix + "weights")]
+        if len(old) > self.n:
+            parts = [state_dict.pop(f"{prefix}weights{i}") for i in range(len(old))]
+            for j in range(self.n):
+                state_dict[f"{prefix}weights{j}"] = torch.cat(parts[j::self.n])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _merged(self, members: Tensor, nets: Plain | Stacked) -> list[Tensor]:
         """Per parameter: the kept weights, with the rows of the members ``nets`` holds taken from
         ``nets`` where ``members`` (a ``(K,)`` mask) is false."""
