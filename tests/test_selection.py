@@ -37,7 +37,6 @@ def test_each_member_keeps_the_weights_of_its_own_best_epoch(higher):
     """Random weights and values for 6 epochs: the kept weights of each member are its weights
     at the epoch a plain numpy argmax/argmin of its values picks (first on ties)."""
     nets = stacked(3)
-    blocks = nets.parameter_blocks()
     sel = Selection(nets, 3, "acc", higher, None)
     g = torch.Generator().manual_seed(1)
     values = torch.randint(0, 4, (6, 3), generator=g).float()  # ties on purpose
@@ -45,26 +44,24 @@ def test_each_member_keeps_the_weights_of_its_own_best_epoch(higher):
     snapshots = []
     for epoch in range(6):
         with torch.no_grad():
-            for block in blocks:
-                for p in block:
-                    p.copy_(torch.randn(p.shape, generator=g))
-        snapshots.append([[p.detach().clone() for p in block] for block in blocks])
-        sel.update(values[epoch], epoch + 1, blocks)
+            for w in nets.weights():
+                w.copy_(torch.randn(w.shape, generator=g))
+        snapshots.append([w.detach().clone() for w in nets.weights()])
+        sel.update(values[epoch], epoch + 1, nets)
     v = np.where(np.isnan(values.numpy()), -np.inf if higher else np.inf, values.numpy())
     want = (np.argmax(v, 0) if higher else np.argmin(v, 0))
     assert sel.best_epoch.tolist() == (want + 1).tolist()
-    sel.restore(blocks)
-    for b, (start, stop) in enumerate(nets.blocks):
-        for member in range(start, stop):
-            for p, snap in zip(blocks[b], snapshots[want[member]][b]):
-                assert torch.equal(p[member - start], snap[member - start])
+    nets.hold(range(3), sel.selected(nets))
+    for member in range(3):
+        for w, snap in zip(nets.weights(), snapshots[want[member]]):
+            assert torch.equal(w[member], snap[member])
 
 
 def test_patience_names_the_members_that_stopped_improving():
     sel = Selection(Plain(nn.Linear(2, 2)), 1, "nll", False, patience=2)
     net = nn.Linear(2, 2)
     for epoch, value in enumerate([0.9, 0.5, 0.6, 0.55], 1):
-        sel.update(torch.tensor([value]), epoch, [list(net.parameters())])
+        sel.update(torch.tensor([value]), epoch, Plain(net))
         assert sel.stale(epoch) == ([0] if epoch == 4 else [])  # best at 2; 3 and 4 without improvement
 
 
@@ -72,21 +69,32 @@ def test_the_best_value_stays_float64_in_any_precision_and_no_best_keeps_the_las
     net = nn.Linear(2, 2)
     sel = Selection(Plain(net), 1, "acc", True, None).to(torch.bfloat16)
     assert sel.best_value.dtype == torch.float64 and sel.weights0.dtype == torch.bfloat16
-    sel.update(torch.tensor([0.8765]), 1, [list(net.parameters())])
-    sel.update(torch.tensor([0.8760]), 2, [list(net.parameters())])  # in bf16 both are 0.875
+    sel.update(torch.tensor([0.8765]), 1, Plain(net))
+    sel.update(torch.tensor([0.8760]), 2, Plain(net))  # in bf16 both are 0.875
     assert sel.best_epoch.tolist() == [1]
     nets = stacked(3)
-    blocks = nets.parameter_blocks()
     sel = Selection(nets, 3, "acc", True, None)
-    sel.update(torch.tensor([0.5, float("nan"), 0.7]), 1, blocks)  # member 1 never has a value
+    sel.update(torch.tensor([0.5, float("nan"), 0.7]), 1, nets)  # member 1 never has a value
     with torch.no_grad():
-        for block in blocks:
-            for p in block:
-                p.add_(1.0)
-    last = [[p.detach().clone() for p in block] for block in blocks]
-    sel.restore(blocks)
-    assert torch.equal(blocks[0][0][1], last[0][0][1])  # member 1: its last weights
-    assert torch.allclose(blocks[0][0][0], last[0][0][0] - 1.0, atol=1e-6)  # member 0: its best epoch's
+        for w in nets.weights():
+            w.add_(1.0)
+    last = [w.detach().clone() for w in nets.weights()]
+    nets.hold(range(3), sel.selected(nets))
+    assert torch.equal(nets.weights()[0][1], last[0][1])  # member 1: its last weights
+    assert torch.allclose(nets.weights()[0][0], last[0][0] - 1.0, atol=1e-6)  # member 0: its best epoch's
+
+
+def test_kept_weights_of_a_checkpoint_from_before_compaction_load_joined():
+    """Before compaction a stacked model kept one tensor per parameter and block (weights{block * n + j})."""
+    nets = stacked(3)
+    sel = Selection(nets, 3, "acc", True, None)
+    blocks = [(0, 2), (2, 3)]
+    state = {k: v for k, v in sel.state_dict().items() if not k.startswith("weights")}
+    want = [torch.randn(w.shape) for w in sel._kept()]
+    state.update({f"weights{b * 4 + j}": w[start:stop] for b, (start, stop) in enumerate(blocks)
+                  for j, w in enumerate(want)})
+    sel.load_state_dict(state)
+    assert all(torch.equal(w, v) for w, v in zip(sel._kept(), want))
 
 
 def test_runs_and_checkpoints_from_before_the_selection_rule_count_as_select_last(tmp_path):

@@ -23,7 +23,8 @@ default and the batched launcher; each with its own ``first training step after`
 since its process started); the seconds a job of a sequential sweep
 spends outside its training, validation and test steps; and the training throughput of
 models of K members against the bare stacked loop of the same K (the limit), in fp32 and
-bf16 autocast.
+bf16 autocast; and the step time of a K = 32 model with 0, 8, 16 and 24 of its members
+stopped (they leave the model: ``Classifier.compact``) against the bare loop of the members left.
 """
 
 from __future__ import annotations
@@ -353,6 +354,72 @@ LAUNCHERS = {"default": ("hydra/launcher=basic",),
              "batched": ("hydra/launcher=batched",)}
 
 
+def member_grid(data_root: str, accelerator: str, precision: str, k: int, epochs: int, *extra: str) -> list:
+    """The runs of a K-member model: a grid of activation × loss × lr × seeds cells on
+    ``data.subset=5000``, ordered as the batched launcher orders a model's members."""
+    from xentlab import batching, train
+
+    cells = [("softmax", "sparse_cce"), ("softmax", "mse"), ("sigmoid", "bce"), ("softmax", "cce")]
+    lrs = (3e-4, 1e-3, 3e-3, 1e-2)
+    parts = []
+    for i in range(k):
+        activation, loss = cells[i % len(cells)]
+        cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", f"trainer.max_epochs={epochs}",
+                       f"trainer.accelerator={accelerator}", f"trainer.precision={precision}",
+                       "trainer.progress_bar=false", "trainer.checkpoint=false", "logger=none",
+                       f"activation={activation}", f"loss={loss}", f"optimizer.lr={lrs[(i // len(cells)) % len(lrs)]}",
+                       f"seed={i}", *extra)
+        parts += train.member_runs(cfg, train.plan(cfg))
+    (model,) = batching.groups([(None, part) for part in parts], max_members=k)
+    return [part for _, part in model]
+
+
+class StopAtStart(pl.Callback):
+    """Stops ``members`` before the first step, as patience would have: the model drops them
+    (``Classifier.compact``) and trains the rest."""
+
+    def __init__(self, members: list[int]):
+        self.members = members
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.stopped.update(self.members)
+
+
+def compaction_steps(data_root: str, accelerator: str, k: int, stopped: list[int], rounds: int,
+                     epochs: int = 3) -> dict[str, dict]:
+    """Step time of a K-member model (fp32, :func:`member_grid`) with ``s`` of its members stopped
+    (spread over its parameter blocks and losses), against the bare stacked loop of the K - s
+    members left, interleaved step by step (:class:`PairedSteps`); rounds interleave the values of
+    ``s``. A round's figure is the median over ``epochs`` timed epochs after a warm-up epoch."""
+    from xentlab import train
+    from xentlab.tracking.lifecycle import NoTracking
+
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    split = mnist_task.build(None, make_cfg(f"data.root={data_root}", "data.subset=5000").data).train
+    steps = math.ceil(len(split) / 128)
+    per: dict[int, list[dict[str, float]]] = {s: [] for s in stopped}
+    for r in range(rounds):
+        for s in stopped:
+            print(f"compaction: K = {k}, {s} stopped, round {r + 1}/{rounds}", flush=True)
+            spread_out = [i for i in range(k) if i * s // k != (i + 1) * s // k]  # s members, evenly spaced
+            timer = PairedSteps({"bare": BareStacked(split.x, split.y, k - s, 128, device)})
+            # patience set (never reached) so a member stopped at the start counts as stopped by it
+            train.train(member_grid(data_root, accelerator, "32-true", k, epochs + 1, "trainer.patience=100"),
+                        NoTracking(),
+                        callbacks=[StopAtStart(spread_out), timer])
+            mine, bare = timer.times[1:], timer.reference_times["bare"][1:]
+            per[s].append({"xentlab_ms": 1000 * median(mine) / steps, "bare_ms": 1000 * median(bare) / steps,
+                           "xentlab/bare": median(m / b for m, b in zip(mine, bare))})
+    out = {}
+    for s in stopped:
+        out[str(s)] = {"live": k - s, **{key: spread([one[key] for one in per[s]])
+                                         for key in ("xentlab_ms", "bare_ms", "xentlab/bare")}}
+        if stopped[0] == 0:
+            out[str(s)]["of_none_stopped"] = spread([one["xentlab_ms"] / none["xentlab_ms"]
+                                                     for one, none in zip(per[s], per[0])])
+    return out
+
+
 def members_throughput(data_root: str, accelerator: str, sizes: list[int], rounds: int,
                        precisions: tuple[str, ...] = ("32-true", "bf16-mixed"), epochs: int = 3) -> dict[str, dict]:
     """Training samples per second of a K-member model, all members together (a grid of
@@ -363,11 +430,9 @@ def members_throughput(data_root: str, accelerator: str, sizes: list[int], round
     ``epochs`` timed epochs after one warm-up epoch; ratios are taken within an epoch, a round's
     figure is the median over its epochs. Speed-ups over fp32 compare the two calls of a round,
     each normalised by the bare fp32 steps that ran beside it."""
-    from xentlab import batching, train
+    from xentlab import train
     from xentlab.tracking.lifecycle import NoTracking
 
-    cells = [("softmax", "sparse_cce"), ("softmax", "mse"), ("sigmoid", "bce"), ("softmax", "cce")]
-    lrs = (3e-4, 1e-3, 3e-3, 1e-2)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     cfg = make_cfg(f"data.root={data_root}", "data.subset=5000")
     split = mnist_task.build(cfg.task, cfg.data).train
@@ -379,19 +444,10 @@ def members_throughput(data_root: str, accelerator: str, sizes: list[int], round
         for precision in precisions:
             for k in sizes:
                 print(f"members: K = {k}, {precision}, round {r + 1}/{rounds}", flush=True)
-                parts = []
-                for i in range(k):
-                    activation, loss = cells[i % len(cells)]
-                    cfg = make_cfg(f"data.root={data_root}", "data.subset=5000", f"trainer.max_epochs={epochs + 1}",
-                                   f"trainer.accelerator={accelerator}", f"trainer.precision={precision}",
-                                   "trainer.progress_bar=false", "trainer.checkpoint=false", "logger=none",
-                                   f"activation={activation}", f"loss={loss}",
-                                   f"optimizer.lr={lrs[(i // len(cells)) % len(lrs)]}", f"seed={i}")
-                    parts += train.member_runs(cfg, train.plan(cfg))
-                (model,) = batching.groups([(None, part) for part in parts], max_members=k)
                 timer = PairedSteps({p: BareStacked(split.x, split.y, k, 128, device, p)
                                      for p in dict.fromkeys((precision, first))})
-                train.train([part for _, part in model], NoTracking(), callbacks=[timer])
+                train.train(member_grid(data_root, accelerator, precision, k, epochs + 1), NoTracking(),
+                            callbacks=[timer])
                 mine = timer.times[1:]
                 own, fp32 = timer.reference_times[precision][1:], timer.reference_times[first][1:]
                 rounds_of.setdefault((precision, k), []).append({
@@ -442,7 +498,10 @@ def sweep_mode(a) -> dict:
     if "overhead" not in a.skip:
         print("per-job overhead of a sequential sweep", flush=True)
         result["job_overhead"] = job_overhead(a.data_root, f"sqlite:///{tmp}/overhead.db", jobs=a.rounds + 3)
-    result["members"] = members_throughput(a.data_root, device, a.members, a.rounds, tuple(a.precisions))
+    if "members" not in a.skip:
+        result["members"] = members_throughput(a.data_root, device, a.members, a.rounds, tuple(a.precisions))
+    if "compaction" not in a.skip:
+        result["compaction"] = compaction_steps(a.data_root, device, a.compact_k, a.stopped, a.rounds)
     return result
 
 
@@ -493,7 +552,7 @@ def sweep_markdown(result: dict) -> str:
                   f"{cell(o['later_jobs_wall_s'], '{:.2f}')} s, of which "
                   f"{cell(o['later_jobs_outside_steps_s'], '{:.2f}')} s "
                   "outside their training, validation and test steps."]
-    for precision, rows in result["members"].items():
+    for precision, rows in result.get("members", {}).items():
         speedup = next((key for key in next(iter(rows.values())) if key.startswith("speedup_over_")), None)
         head = "| members K | bare stacked loop samples/s | xentlab samples/s | xentlab / bare |"
         if speedup:
@@ -506,6 +565,15 @@ def sweep_markdown(result: dict) -> str:
             if speedup:
                 row += f" {cell(m[speedup], '{:.2f}')} | {cell(m['bare_' + speedup], '{:.2f}')} |"
             lines.append(row)
+    if "compaction" in result:
+        lines += ["", "Stopped members stop costing: step time of a model of members with some stopped, next to the "
+                  "bare stacked loop of the members left (32-true):", "",
+                  "| members stopped | members left | bare stacked loop ms/step | xentlab ms/step | xentlab / bare "
+                  "| xentlab step time / none stopped |", "|---|---|---|---|---|---|"]
+        for s, m in result["compaction"].items():
+            share = cell(m["of_none_stopped"], "{:.2f}") if "of_none_stopped" in m else ""
+            lines.append(f"| {s} | {m['live']} | {cell(m['bare_ms'], '{:.1f}')} | {cell(m['xentlab_ms'], '{:.1f}')} "
+                         f"| {cell(m['xentlab/bare'], '{:.2f}')} | {share} |")
     return "\n".join(lines)
 
 
@@ -516,6 +584,9 @@ def main(argv=None) -> dict:
                          "members; patience: the compute early stopping saves")
     ap.add_argument("--patience", type=int, default=5, help="patience mode: trainer.patience")
     ap.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 64], help="sweep mode: K per model")
+    ap.add_argument("--compact-k", type=int, default=32, help="sweep mode: K of the model whose members stop")
+    ap.add_argument("--stopped", type=int, nargs="+", default=[0, 8, 16, 24],
+                    help="sweep mode: how many of its members are stopped (compaction row)")
     ap.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"],
                     help="sweep mode: trainer.precision of the K-member rows (speed-ups over the first)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
@@ -527,9 +598,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["dataloader", "mlflow", "startup", "sparse", "seeds", "preset", "launchers", "fair_grid",
-                             "overhead"],
+                             "overhead", "members", "compaction"],
                     help="parts to leave out; sweep mode: preset (loss_grid_mnist), launchers (the acceptance "
-                         "grid), fair_grid (experiment=fair_grid_mnist, minutes), overhead (per-job cost)")
+                         "grid), fair_grid (experiment=fair_grid_mnist, minutes), overhead (per-job cost), members "
+                         "(K-member throughput), compaction (step time with members stopped)")
     a = ap.parse_args(argv)
     if a.mode in ("sweep", "patience"):
         result = sweep_mode(a) if a.mode == "sweep" else patience_mode(a)

@@ -4,7 +4,7 @@ Python transforms in the hot loop."""
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -115,9 +115,11 @@ class DeviceData(pl.LightningDataModule):
 
 class MemberBatches:
     """Training batches for K members at once, each tensor shaped ``(K, B, ...)``: member k
-    draws its permutation from its own generator, as a run with its seed alone would."""
+    draws its permutation from its own generator, as a run with its seed alone would.
+    ``generators`` gives those of the members still training, asked at the start of every pass."""
 
-    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, generators: Sequence[torch.Generator]):
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int,
+                 generators: Callable[[], Sequence[torch.Generator]]):
         self.tensors, self.batch_size, self.generators = tensors, batch_size, generators
         self.n = len(tensors[0])
 
@@ -126,7 +128,7 @@ class MemberBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         device = self.tensors[0].device
-        orders = torch.stack([torch.randperm(self.n, generator=g, device=device) for g in self.generators])
+        orders = torch.stack([torch.randperm(self.n, generator=g, device=device) for g in self.generators()])
         for i in range(0, self.n, self.batch_size):
             idx = orders[:, i:i + self.batch_size]  # (K, B)
             yield tuple(t[idx] for t in self.tensors)
@@ -140,6 +142,22 @@ class MemberData(DeviceData):
                  eval_batch_size: int, seeds: Sequence[int]):
         super().__init__(splits, targets, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seeds[0])
         self.seeds = list(seeds)
+        self.members = list(range(len(self.seeds)))  # who still trains (``Classifier.compact``)
+
+    def keep(self, members: Sequence[int]) -> None:
+        """Draw training batches for ``members`` only, from the next pass on; every member's
+        generator stays its own, so the ones left see the order they see alone."""
+        self.members = list(members)
+
+    def live_generators(self) -> list[torch.Generator]:
+        return [self.generators()[i] for i in self.members]
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "members": self.members}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.members = state.get("members", self.members)
 
     def train_dataloader(self) -> MemberBatches:
-        return MemberBatches(self._on["train"], self.batch_size, self.generators())
+        return MemberBatches(self._on["train"], self.batch_size, self.live_generators)

@@ -66,12 +66,21 @@ class Plain:
     def __init__(self, net: nn.Module):
         self.net = net
         self.blocks = [(0, 1)]  # (first, end) member of each parameter block
+        self.members = [0]  # a single member never leaves: it stops the fit instead
 
     def __call__(self, x: Tensor, shared: bool = True) -> Tensor:
         return self.net(x if shared else x[0]).unsqueeze(0)
 
     def parameter_blocks(self) -> list[list[nn.Parameter]]:
         return [list(self.net.parameters())]
+
+    def weights(self) -> list[Tensor]:
+        return list(self.net.parameters())
+
+    @torch.no_grad()
+    def hold(self, members: Sequence[int], weights: Sequence[Tensor]) -> None:
+        for p, w in zip(self.net.parameters(), weights, strict=True):
+            p.copy_(w)
 
 
 # Layers a stacked model applies as they are to ``(K, B, features)`` tensors (elementwise).
@@ -106,6 +115,8 @@ class Stacked(nn.Module):
             raise ValueError("members train as one model only for networks without buffers (mlp, cnn)")
         self._names = [n for n, _ in nets[0].named_parameters()]
         self._flip = [p.dim() == 2 for _, p in nets[0].named_parameters()]
+        self.full_blocks = list(self.blocks)  # each block's members, by member index
+        self.members = list(range(len(settings)))  # the members it holds, in order (fewer once some stopped)
         self.stored = nn.ModuleList()
         for start, stop in self.blocks:
             params, _ = stack_module_state(list(nets[start:stop]))
@@ -169,7 +180,36 @@ class Stacked(nn.Module):
         return h
 
     def parameter_blocks(self) -> list[list[nn.Parameter]]:
+        """Each block's parameters (a block whose members all stopped has zero rows)."""
         return [list(b.parameters()) for b in self.stored]
+
+    def weights(self) -> list[Tensor]:
+        """One ``(members, ...)`` tensor per parameter: what the forward pass uses."""
+        return self._whole
+
+    def hold(self, members: Sequence[int], weights: Sequence[Tensor]) -> None:
+        """Hold ``members`` (member indices, ascending) with ``weights`` (one ``(len(members), ...)``
+        tensor per parameter): the blocks keep their parameter objects, each with its members' rows."""
+        self.members = list(members)
+        self.blocks, start = [], 0
+        for first, end in self.full_blocks:
+            n = sum(first <= i < end for i in self.members)
+            self.blocks.append((start, start + n))
+            start += n
+        for (start, stop), block in zip(self.blocks, self.stored):
+            for p, w in zip(block, weights, strict=True):
+                p.data = w.detach()[start:stop]
+        self._tie()
+
+    def keep(self, members: Sequence[int]) -> list[Tensor]:
+        """Drop every member but ``members`` (a subset of :attr:`members`): the stacked tensors shrink
+        to their rows, so the forward and backward passes no longer compute the others. Returns each
+        block's kept rows, indices into the block as it was (to shrink optimizer state alike)."""
+        wanted = set(members)
+        rows = torch.tensor([p for p, i in enumerate(self.members) if i in wanted], device=self._whole[0].device)
+        local = [rows[(rows >= start) & (rows < stop)] - start for start, stop in self.blocks]
+        self.hold([i for i in self.members if i in wanted], [w.detach().index_select(0, rows) for w in self._whole])
+        return local
 
 
 class Selection(nn.Module):
@@ -178,21 +218,23 @@ class Selection(nn.Module):
     After every validation epoch, a member whose monitored yardstick improved (in its declared
     direction) copies its current weights here, masked per member so a stacked model needs no
     host sync; the buffers travel in checkpoints, so a resumed run keeps them, and which
-    members stopped. With ``patience`` a member that has not improved for that many epochs is
-    *stale*. ``best_value`` stays float64 whatever precision the model is cast to: in bf16 a
-    later, worse value could compare as better.
+    members stopped. They keep every member, ``(K, ...)`` per parameter, also once the model
+    holds fewer (:meth:`Stacked.keep`): a stopped member is tested with its kept weights. With
+    ``patience`` a member that has not improved for that many epochs is *stale*. ``best_value``
+    stays float64 whatever precision the model is cast to: in bf16 a later, worse value could
+    compare as better.
     """
 
     def __init__(self, nets: Plain | Stacked, k: int, monitor: str, higher: bool, patience: int | None):
         super().__init__()
         self.monitor, self.higher, self.patience = monitor, higher, patience
-        self.blocks, self.stacked = nets.blocks, nets.per_member_batches
+        self.stacked = nets.per_member_batches
         self.register_buffer("best_value", torch.full((k,), float("nan"), dtype=torch.float64))
         self.register_buffer("best_epoch", torch.zeros(k, dtype=torch.long))  # 1-based; 0: none yet
         self.register_buffer("stopped", torch.zeros(k, dtype=torch.bool))
-        self.sizes = [len(block) for block in nets.parameter_blocks()]
-        for j, p in enumerate(q for block in nets.parameter_blocks() for q in block):
-            self.register_buffer(f"weights{j}", p.detach().clone())
+        self.n = len(nets.weights())
+        for j, w in enumerate(nets.weights()):
+            self.register_buffer(f"weights{j}", w.detach().clone())
 
     def _apply(self, fn, recurse=True):
         value = self.best_value
@@ -200,28 +242,41 @@ class Selection(nn.Module):
         self.best_value = value.to(self.best_epoch.device)  # moved with the model, never cast
         return self
 
-    def _kept(self) -> list[list[Tensor]]:
-        flat = [getattr(self, f"weights{j}") for j in range(sum(self.sizes))]
-        starts = [sum(self.sizes[:b]) for b in range(len(self.sizes))]
-        return [flat[s:s + n] for s, n in zip(starts, self.sizes)]
+    def _kept(self) -> list[Tensor]:
+        return [getattr(self, f"weights{j}") for j in range(self.n)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint from before compaction kept a tensor per parameter and block: join the blocks."""
+        old = [k for k in state_dict if k.startswith(prefix + "weights")]
+        if len(old) > self.n:
+            parts = [state_dict.pop(f"{prefix}weights{i}") for i in range(len(old))]
+            for j in range(self.n):
+                state_dict[f"{prefix}weights{j}"] = torch.cat(parts[j::self.n])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _merged(self, members: Tensor, nets: Plain | Stacked) -> list[Tensor]:
+        """Per parameter: the kept weights, with the rows of the members ``nets`` holds taken from
+        ``nets`` where ``members`` (a ``(K,)`` mask) is false."""
+        if not self.stacked:
+            return [torch.where(members.view(()), w, p) for p, w in zip(nets.weights(), self._kept())]
+        rows = torch.tensor(nets.members, device=members.device)
+        out = []
+        for p, w in zip(nets.weights(), self._kept()):
+            m = members.index_select(0, rows).view(-1, *[1] * (p.dim() - 1))
+            out.append(w.index_copy(0, rows, torch.where(m, w.index_select(0, rows), p.detach())))
+        return out
 
     @torch.no_grad()
-    def update(self, values: Tensor, epoch: int, blocks: list[list[nn.Parameter]]) -> None:
-        """``values``: this epoch's monitored value per member, ``(K,)``; NaN never improves."""
+    def update(self, values: Tensor, epoch: int, nets: Plain | Stacked) -> None:
+        """``values``: this epoch's monitored value per member, ``(K,)``; NaN never improves (a
+        member ``nets`` no longer holds has NaN)."""
         values = values.to(torch.float64)
         better = values > self.best_value if self.higher else values < self.best_value
         better |= torch.isnan(self.best_value) & ~torch.isnan(values)
         self.best_epoch.copy_(torch.where(better, epoch, self.best_epoch))
         self.best_value.copy_(torch.where(better, values, self.best_value))
-        self._copy(better, blocks, to_kept=True)
-
-    def _copy(self, members: Tensor, blocks: list[list[nn.Parameter]], *, to_kept: bool) -> None:
-        """Copy the weights of the ``members`` mask, live → kept or kept → live."""
-        for (start, stop), params, kept in zip(self.blocks, blocks, self._kept()):
-            mask = members[start:stop]
-            for p, w in zip(params, kept):
-                m = mask.view(-1, *[1] * (p.dim() - 1)) if self.stacked else mask.view(())
-                (w if to_kept else p).copy_(torch.where(m, p, w) if to_kept else torch.where(m, w, p))
+        for w, merged in zip(self._kept(), self._merged(~better, nets)):
+            w.copy_(merged)
 
     def stale(self, epoch: int) -> list[int]:
         """The members whose last improvement is ``patience`` or more epochs ago."""
@@ -230,10 +285,10 @@ class Selection(nn.Module):
         return [i for i, e in enumerate(self.best_epoch.tolist()) if e and epoch - e >= self.patience]
 
     @torch.no_grad()
-    def restore(self, blocks: list[list[nn.Parameter]]) -> None:
-        """Every member's weights back to those of its best epoch (a member that never had a
-        finite value keeps its last weights)."""
-        self._copy(self.best_epoch > 0, blocks, to_kept=False)
+    def selected(self, nets: Plain | Stacked) -> list[Tensor]:
+        """Every member's weights of its best epoch, one ``(K, ...)`` tensor per parameter (a member
+        that never had a finite value keeps its last weights)."""
+        return self._merged(self.best_epoch > 0, nets)
 
 
 class Classifier(pl.LightningModule):
@@ -247,9 +302,12 @@ class Classifier(pl.LightningModule):
     logged and ``failed`` records its error, while the other members go on; when none is
     left (K = 1: at once) :class:`NonFiniteLoss` is raised. With ``select_on`` (a validation
     yardstick) every member keeps the weights of its best validation epoch (:class:`Selection`)
-    for the test; with ``patience`` a member stops training (``stopped``: its loss leaves the
-    sum and its values are no longer logged) once it has not improved for that many epochs,
-    and the fit ends when no member is left training.
+    for the test; with ``patience`` a member stops training (``stopped``: its values are no
+    longer logged) once it has not improved for that many epochs, and the fit ends when no
+    member is left training. Stopped and diverged members leave a stacked model at the end of
+    the epoch (:meth:`compact`): its tensors, optimizer state and training batches shrink to the
+    members still training, so they stop costing; the test puts every member back, with the
+    weights it selected.
     """
 
     def __init__(self, nets: Sequence[nn.Module], settings: Sequence[MemberSettings], *, kind: str,
@@ -263,25 +321,12 @@ class Classifier(pl.LightningModule):
         self.optimizer_name, self.check_every = OptimizerName(optimizer), check_every
         # The losses: members with one loss share its target tensor (the data yields one per loss).
         self.target_losses = list(dict.fromkeys(m.loss for m in self.members))
-        groups: dict[tuple, list[int]] = {}
-        for i, m in enumerate(self.members):
-            groups.setdefault((m.loss, m.activation, m.label_smoothing, m.numerics), []).append(i)
-        # (loss options, which target tensor, its members' slice of the outputs in group order);
-        # with several groups the outputs are gathered into group order once per step (one
-        # gather, not one per group), by index buffers that move to the training device once
-        self._loss_groups, start = [], 0
-        for key, idx in groups.items():
-            self._loss_groups.append((key, self.target_losses.index(key[0]), slice(start, start + len(idx))))
-            start += len(idx)
-        if len(groups) > 1:
-            order = torch.tensor([i for idx in groups.values() for i in idx])
-            self.register_buffer("_order", order, persistent=False)
-            self.register_buffer("_unsort", torch.argsort(order), persistent=False)
         if self.k == 1:
             self.net = nets[0]
             self.nets: Plain | Stacked = Plain(self.net)
         else:
             self.nets = Stacked(nets, self.members)
+        self._group()
         self.stage_metrics = nn.ModuleDict({s: nn.ModuleList(
             [Yardsticks(kind, m.activation, num_classes, per_class) for m in self.members]) for s in ("val", "test")})
         self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in self.members])
@@ -290,13 +335,30 @@ class Classifier(pl.LightningModule):
         self.failed: dict[int, NonFiniteLoss] = {}
         self.stopped: set[int] = set()  # early-stopped members: they train no more, their runs finish
         self.selected_val: dict[int, dict[str, float]] = {}  # each member's val/ values at its selected epoch
-        self._training: Tensor | None = None  # (K,) on the device once a member stopped: who still trains
-        self._bad_step: Tensor | None = None  # per member: the first step whose loss was not finite (0: none)
+        self._bad_step: Tensor | None = None  # per member held: the first step whose loss was not finite (0: none)
+        self._bad_seen = 0  # how many of those ``failed`` already records
         self._epoch_sum: Tensor | None = None
         self._epoch_count = 0
         # One optimizer, one step per batch: stepping by hand skips Lightning's closure
         # machinery, a measurable share of a small model's step time (scripts/bench.py).
         self.automatic_optimization = False
+
+    def _group(self) -> None:
+        """The loss groups of the members the net holds: (loss options, which target tensor, its
+        members' slice of the outputs in group order). With several groups the outputs are gathered
+        into group order once per step (one gather, not one per group), by index buffers on the device."""
+        groups: dict[tuple, list[int]] = {}
+        for row, i in enumerate(self.nets.members):
+            m = self.members[i]
+            groups.setdefault((m.loss, m.activation, m.label_smoothing, m.numerics), []).append(row)
+        self._loss_groups, start = [], 0
+        for key, idx in groups.items():
+            self._loss_groups.append((key, self.target_losses.index(key[0]), slice(start, start + len(idx))))
+            start += len(idx)
+        if len(groups) > 1:
+            order = torch.tensor([i for idx in groups.values() for i in idx], device=self.device)
+            self.register_buffer("_order", order, persistent=False)
+            self.register_buffer("_unsort", torch.argsort(order), persistent=False)
 
     def forward(self, x: Tensor, shared: bool = True) -> Tensor:
         """Outputs ``(K, B, C)`` for inputs ``(B, ...)`` shared by all members, or
@@ -304,7 +366,7 @@ class Classifier(pl.LightningModule):
         return self.nets(x, shared)
 
     def member_losses(self, z: Tensor, targets: Sequence[Tensor], *, shared: bool, reduction: str = "mean") -> Tensor:
-        """Each member's loss, ``(K,)`` (``mean`` over the batch) or ``(K, B)`` (``none``).
+        """Each held member's loss, ``(K,)`` (``mean`` over the batch) or ``(K, B)`` (``none``).
         ``targets[j]`` are the targets of ``target_losses[j]``: ``(B, ...)`` shared by every
         member, or (``shared=False``) ``(K, B, ...)``, one batch per member."""
         grouped = len(self._loss_groups) > 1
@@ -332,8 +394,6 @@ class Classifier(pl.LightningModule):
         per_member = self.member_losses(self(x, shared=shared), targets, shared=shared)  # (K,)
         # members share no parameters: the sum gives each its own gradient; a diverged one leaves it
         alive = self._bad_step == 0 if self._bad_step is not None else None
-        if self._training is not None:
-            alive = self._training if alive is None else alive & self._training
         total = (per_member if alive is None else torch.where(alive, per_member, 0.0)).sum()
         self.manual_backward(total)
         opt.step()
@@ -352,21 +412,20 @@ class Classifier(pl.LightningModule):
         """Note each member's first non-finite step on the device; read it every
         ``check_every`` steps (every step on CPU, where reading costs nothing)."""
         if self._bad_step is None:
-            self._bad_step = torch.zeros(self.k, dtype=torch.long, device=loss.device)
+            self._bad_step = torch.zeros(len(loss), dtype=torch.long, device=loss.device)
         bad = ~torch.isfinite(loss) & (self._bad_step == 0)
-        if self._training is not None:  # a stopped member's drift is not a failure: its best weights are kept
-            bad &= self._training
         self._bad_step = torch.where(bad, step, self._bad_step)
         if loss.device.type == "cpu" or step % self.check_every == 0:
             self._collect_failures()
 
     def _collect_failures(self) -> None:
         """Record the members newly found diverged (one count per call; a loop over members only when one has)."""
-        if self._bad_step is None or int(torch.count_nonzero(self._bad_step)) == len(self.failed):
+        if self._bad_step is None or int(torch.count_nonzero(self._bad_step)) == self._bad_seen:
             return
-        for i, first in enumerate(self._bad_step.tolist()):
+        for i, first in zip(self.nets.members, self._bad_step.tolist()):
             if first and i not in self.failed:
                 self.failed[i] = NonFiniteLoss(first)
+        self._bad_seen = int(torch.count_nonzero(self._bad_step))
         if len(self.failed) == self.k:
             raise self.failed[max(self.failed, key=lambda i: self.failed[i].step)]
 
@@ -375,19 +434,55 @@ class Classifier(pl.LightningModule):
         return [i for i in range(self.k) if i not in self.failed and (stage == "test" or i not in self.stopped)]
 
     def _named(self, values: Tensor, key: str) -> dict[str, Tensor]:
-        return {metric_keys.key(i, key): values[i] for i in self._alive()}
+        """``values`` of the members the net holds, under the keys of those a stage reports."""
+        alive = set(self._alive())
+        return {metric_keys.key(i, key): values[row] for row, i in enumerate(self.nets.members) if i in alive}
 
     def on_train_start(self) -> None:
-        """A resumed run's stopped members stay stopped (the checkpoint holds them)."""
+        """A resumed run's stopped members stay stopped (the checkpoint holds them) and leave the model."""
         if self.selection is not None and bool(self.selection.stopped.any()):
             self.stopped = {i for i, s in enumerate(self.selection.stopped.tolist()) if s}
-            self._training = ~self.selection.stopped
+        self.compact()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["xentlab_selected_val"] = self.selected_val
+        checkpoint["xentlab_members"] = self.nets.members  # the rows its stacked tensors hold
+        checkpoint["xentlab_failed"] = {i: e.step for i, e in self.failed.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Before Lightning loads the state: shrink to the members the checkpoint holds, so that its
+        tensors and optimizer state fit."""
         self.selected_val = checkpoint.get("xentlab_selected_val", {})
+        self.failed = {i: NonFiniteLoss(step) for i, step in checkpoint.get("xentlab_failed", {}).items()}
+        members = checkpoint.get("xentlab_members", self.nets.members)
+        if members != self.nets.members:
+            self.nets.keep(members)
+            self._group()
+
+    @torch.no_grad()
+    def compact(self) -> None:
+        """Drop the members that stopped or diverged from a stacked model (at an epoch's end): its
+        tensors, its optimizer's state and the training batches keep only the members still
+        training, each with exactly its values, so a step costs what the live members cost and
+        each computes what it computes alone. Their selected weights stay in :class:`Selection`."""
+        live = [i for i in self.nets.members if i not in self.stopped and i not in self.failed]
+        if not live or live == self.nets.members:  # none left: the fit ends instead
+            return
+        params = self.nets.parameter_blocks()
+        rows = self.nets.keep(live)
+        opt = self.optimizers().optimizer
+        for block, local in zip(params, rows):
+            for p in block:
+                state = opt.state.get(p, {})
+                for name, value in state.items():
+                    if isinstance(value, Tensor) and value.dim():  # moments are rows like their parameter
+                        state[name] = value.index_select(0, local)
+                if not len(local):
+                    opt.state.pop(p, None)
+        opt.param_groups[:] = [g for g in opt.param_groups if g["params"][0].numel()]
+        self._group()
+        self._bad_step, self._bad_seen = None, 0
+        self.trainer.datamodule.keep(live)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_count = None, 0
@@ -401,6 +496,7 @@ class Classifier(pl.LightningModule):
         if self._epoch_sum is not None:
             self.log_dict(self._named(self.epoch_loss(), "train/loss"), on_step=False, on_epoch=True,
                           sync_dist=self._distributed())
+        self.compact()
 
     def _distributed(self) -> bool:
         """Under DDP each rank sees a shard: epoch values are averaged over the ranks."""
@@ -410,9 +506,11 @@ class Classifier(pl.LightningModule):
         x, labels, *targets = batch
         z = self(x)
         per = self.member_losses(z, targets, shared=True, reduction="none")
-        for i in self._alive(stage):
-            self.stage_loss[stage][i].update(per[i])
-            self.stage_metrics[stage][i].update(z[i], labels)
+        alive = set(self._alive(stage))
+        for row, i in enumerate(self.nets.members):
+            if i in alive:
+                self.stage_loss[stage][i].update(per[row])
+                self.stage_metrics[stage][i].update(z[row], labels)
 
     def _eval_epoch_end(self, stage: str) -> None:
         values, monitored = {}, [torch.tensor(float("nan"), device=self.device)] * self.k
@@ -435,7 +533,7 @@ class Classifier(pl.LightningModule):
         """Keep each improved member's weights and validation values; stop the members that ran
         out of patience (one host sync an epoch)."""
         epoch = self.current_epoch + 1
-        self.selection.update(monitored, epoch, self.nets.parameter_blocks())
+        self.selection.update(monitored, epoch, self.nets)
         for i, e in enumerate(self.selection.best_epoch.tolist()):
             if e == epoch:
                 self.selected_val[i] = {k: float(v) for k, v in values[i].items()}
@@ -443,14 +541,15 @@ class Classifier(pl.LightningModule):
         if stale:
             self.stopped.update(stale)
             self.selection.stopped[stale] = True
-            self._training = ~self.selection.stopped
         if len(self.stopped | set(self.failed)) == self.k:
             self.trainer.should_stop = True
 
     def use_selected(self) -> None:
-        """Test what was selected: every member's weights of its best validation epoch."""
+        """Test what was selected: every member back in the model, with the weights of its best
+        validation epoch."""
         if self.selection is not None:
-            self.selection.restore(self.nets.parameter_blocks())
+            self.nets.hold(range(self.k), self.selection.selected(self.nets))
+            self._group()
 
     def trained_and_selected(self, epochs: int) -> list[tuple[int, int]]:
         """Each member's (epochs trained, selected epoch, 1-based) after a fit of ``epochs`` epochs: a
@@ -474,6 +573,6 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         cls, keys = OPTIMIZERS[self.optimizer_name]
-        groups = [{"params": params, **{k: self.members[start].optimizer[k] for k in keys}}
-                  for params, (start, _) in zip(self.nets.parameter_blocks(), self.nets.blocks)]
+        groups = [{"params": params, **{k: self.members[self.nets.members[start]].optimizer[k] for k in keys}}
+                  for params, (start, stop) in zip(self.nets.parameter_blocks(), self.nets.blocks) if stop > start]
         return cls(groups, fused=self.device.type in FUSED)
