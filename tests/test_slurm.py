@@ -44,11 +44,18 @@ def parent_of(runs):
     return parent
 
 
-def sacct(array_job: str) -> dict[str, str]:
-    """sacct's state of each task of an array job, by its unique job id."""
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobIDRaw,State", "-j", array_job],
-                         capture_output=True, text=True, check=True).stdout
-    return dict(line.split("|") for line in out.splitlines())
+def sacct(array_job: str, settle: float = 60) -> dict[str, str]:
+    """sacct's final state of each task of an array job, by its unique job id. A task's result
+    reaches submitit before the task has ended, and the accounting records its end later still:
+    wait up to ``settle`` seconds for every task to leave PENDING and RUNNING."""
+    deadline = time.time() + settle
+    while True:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobIDRaw,State", "-j", array_job],
+                             capture_output=True, text=True, check=True).stdout
+        states = dict(line.split("|") for line in out.splitlines())
+        if not {"PENDING", "RUNNING", "COMPLETING"} & set(states.values()) or time.time() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def queued(array_job: str) -> list[str]:
