@@ -47,6 +47,7 @@ def test_lightning_path_matches_a_bare_loop_step_for_step():
     torch.testing.assert_close(module.epoch_loss()[0], torch.stack(bare_losses[8:]).mean(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_seed_batched_runs_equal_each_seed_trained_alone(mnist_root, tmp_path):
     """seeds=[0,1,2] trains one batched model; each seed's MLflow run matches seed=k alone."""
     from conftest import run_xentlab, runs_in
