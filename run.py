@@ -2,15 +2,19 @@
 
 import math
 import statistics
+import sys
 import warnings
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from xentlab.registration import register
+from xentlab.errors import ConfigError
+from xentlab.registration import check_choices, register
 
+CONF = Path(__file__).parent / "conf"
 register()
 # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for users to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -40,4 +44,11 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    if not any(a.startswith(("-cp", "-cn", "-cd", "--config")) for a in sys.argv[1:]):  # conf/ is the config
+        try:
+            check_choices([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")], str(CONF))
+        except ConfigError as exc:
+            from xentlab.outcome import exit_with
+
+            exit_with(exc)
     main()

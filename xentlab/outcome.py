@@ -42,13 +42,13 @@ def job(record: dict[str, Any], *, sweeping: bool) -> Iterator[dict[str, Any]]:
             yield record
         except ConfigError as exc:
             if not sweeping:
-                _exit(exc)
+                exit_with(exc)
             log.error("skipped: %s", exc)
             record.update(failure(exc))
         except Exception as exc:
             if not sweeping:
                 if isinstance(exc, XentlabError):
-                    _exit(exc)
+                    exit_with(exc)
                 raise
             log.exception("failed: %s", exc)
             record.update(failure(exc))
@@ -91,7 +91,8 @@ def _leave_past_a_stuck_store() -> None:
     os._exit(interrupts.EXIT_CODE)
 
 
-def _exit(exc: XentlabError) -> None:
+def exit_with(exc: XentlabError) -> None:
+    """Print the error's one line and end the process with its exit code."""
     print(f"xentlab: error: {exc}", file=sys.stderr)
     raise SystemExit(exc.exit_code) from None
 
