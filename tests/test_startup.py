@@ -51,9 +51,10 @@ def test_a_bad_value_is_refused_with_one_line_before_lightning_or_mlflow_is_impo
     assert not set(heavy) - {"torch"}, heavy
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"]])
-def test_help_and_the_config_import_no_training(tmp_path, argv):
-    out, heavy = heavy_imports_at_exit(str(ROOT / "run.py"), *argv, cwd=tmp_path)
+@pytest.mark.parametrize("script, argv", [("run.py", ["--help"]), ("run.py", ["--cfg", "job"]),
+                                          ("scripts/compare.py", ["--help"])])
+def test_help_and_the_config_import_no_training(tmp_path, script, argv):
+    out, heavy = heavy_imports_at_exit(str(ROOT / script), *argv, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert heavy == []
 

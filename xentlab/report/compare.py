@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from xentlab import compat, tracking
+from xentlab import tracking
 from xentlab.analysis import RESAMPLES, STABLE, RunInfo, aggregate, one_per_seed
 from xentlab.errors import ConfigError
 
@@ -132,6 +132,7 @@ def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def grid_cells(table: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """Every activation × loss cell of the task kind: status and reason from the compatibility
     table, the ranking yardstick's mean ± CI where runs exist."""
+    from xentlab import compat  # the loss registry imports torch: not for --help
     kind, rank = table["kind"], table["rank_by"]
     cells = []
     for act in compat.ACTIVATIONS:
@@ -164,6 +165,8 @@ def plot_grid(task: str, table: dict[str, Any], path: Path) -> None:
     primary test yardstick."""
     import matplotlib
 
+    from xentlab import compat
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
@@ -194,6 +197,7 @@ def plot_grid(task: str, table: dict[str, Any], path: Path) -> None:
 
 def grid_html(table: dict[str, Any]) -> str:
     """The grid as an HTML table, each cell's status and reason on hover."""
+    from xentlab import compat
     colours = {"recommended": "#d8f0d8", "valid": "#eef6ee", "questionable": "#fff3cd", "invalid": "#eeeeee"}
     out = ["<table class='grid'><tr><th>activation \\ loss</th>"
            + "".join(f"<th>{html.escape(loss)}</th>" for loss in compat.LOSSES) + "</tr>"]
