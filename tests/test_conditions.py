@@ -94,15 +94,15 @@ def test_balanced_accuracy_and_per_class_recall_match_sklearn(kind, c):
     g = torch.Generator().manual_seed(0)
     y = torch.cat([torch.zeros(300, dtype=torch.long), torch.randint(0, c, (60,), generator=g)])
     z = torch.randn(360, 1 if kind == "binary" else c, generator=g)
-    ys = Yardsticks(kind, "sigmoid" if kind == "binary" else "softmax", c, per_class=True)
+    ys = Yardsticks(kind, ["sigmoid" if kind == "binary" else "softmax"], c, per_class=True)
     for i in range(0, 360, 100):
-        ys.update(z[i:i + 100], y[i:i + 100])
+        ys.update(z[i:i + 100][None], y[i:i + 100])
     got = ys.compute()
     pred = (z[:, 0] >= 0).long() if kind == "binary" else z.argmax(1)
     assert float(got["balanced_acc"]) == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-6)
     np.testing.assert_allclose([float(got[f"recall_{k}"]) for k in range(c)], recall_score(y, pred, average=None),
                                atol=1e-6)
-    assert "balanced_acc" not in Yardsticks(kind, "softmax", c).names
+    assert "balanced_acc" not in Yardsticks(kind, ["softmax"], c).names
 
 
 @pytest.mark.parametrize("preset, conditions, runnable", [

@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
-from torchmetrics import MeanMetric
 
 from xentlab import losses, metric_keys
 from xentlab.config import OptimizerName
@@ -327,9 +326,8 @@ class Classifier(pl.LightningModule):
         else:
             self.nets = Stacked(nets, self.members)
         self._group()
-        self.stage_metrics = nn.ModuleDict({s: nn.ModuleList(
-            [Yardsticks(kind, m.activation, num_classes, per_class) for m in self.members]) for s in ("val", "test")})
-        self.stage_loss = nn.ModuleDict({s: nn.ModuleList([MeanMetric() for _ in self.members])
+        activations = [m.activation for m in self.members]
+        self.evaluation = nn.ModuleDict({s: Yardsticks(kind, activations, num_classes, per_class)
                                          for s in ("val", "test")})
         self.selection = Selection(self.nets, self.k, select_on, higher, patience) if select_on else None
         self.failed: dict[int, NonFiniteLoss] = {}
@@ -505,38 +503,36 @@ class Classifier(pl.LightningModule):
     def _eval_step(self, stage: str, batch) -> None:
         x, labels, *targets = batch
         z = self(x)
-        per = self.member_losses(z, targets, shared=True, reduction="none")
         alive = set(self._alive(stage))
-        for row, i in enumerate(self.nets.members):
-            if i in alive:
-                self.stage_loss[stage][i].update(per[row])
-                self.stage_metrics[stage][i].update(z[row], labels)
+        self.evaluation[stage].update(z, labels, self.member_losses(z, targets, shared=True, reduction="none"),
+                                      [i if i in alive else None for i in self.nets.members])
 
     def _eval_epoch_end(self, stage: str) -> None:
-        values, monitored = {}, [torch.tensor(float("nan"), device=self.device)] * self.k
-        per_member = {}
-        for i in self._alive(stage):
-            one = {f"{stage}/loss": self.stage_loss[stage][i].compute()}
-            one.update({f"{stage}/{k}": v for k, v in self.stage_metrics[stage][i].compute().items()})
-            values.update({metric_keys.key(i, k): v for k, v in one.items()})
-            per_member[i] = one
-            if self.selection is not None:
-                monitored[i] = one[f"{stage}/{self.selection.monitor}"].float()
-        for i in range(self.k):
-            self.stage_loss[stage][i].reset()
-            self.stage_metrics[stage][i].reset()
-        self.log_dict(values, sync_dist=self._distributed())  # torchmetrics already synced; a no-op mean
+        """Log each reported member's values (a stopped one's only in the test) under its keys; from the
+        validation, select (the monitored value NaN for the others)."""
+        evaluation = self.evaluation[stage]
+        values = evaluation.compute()
+        evaluation.reset()
+        alive = self._alive(stage)
+        columns = {name: v.unbind() for name, v in values.items()}
+        self.log_dict({metric_keys.key(i, f"{stage}/{name}"): columns[name][i] for i in alive
+                       for name in evaluation.keys[i]}, sync_dist=self._distributed())  # already synced: a no-op mean
         if stage == "val" and self.selection is not None and not self.trainer.sanity_checking:
-            self._select(torch.stack(monitored), per_member)
+            reported = torch.zeros(self.k, dtype=torch.bool, device=self.device)
+            reported[alive] = True
+            monitored = torch.where(reported, values[self.selection.monitor], float("nan"))
+            self._select(monitored, values)
 
-    def _select(self, monitored: Tensor, values: dict[int, dict[str, Tensor]]) -> None:
-        """Keep each improved member's weights and validation values; stop the members that ran
-        out of patience (one host sync an epoch)."""
+    def _select(self, monitored: Tensor, values: dict[str, Tensor]) -> None:
+        """Keep each improved member's weights and validation values (``values``: ``(K,)`` each); stop
+        the members that ran out of patience (a host sync an epoch, and one per value when one improved)."""
         epoch = self.current_epoch + 1
         self.selection.update(monitored, epoch, self.nets)
-        for i, e in enumerate(self.selection.best_epoch.tolist()):
-            if e == epoch:
-                self.selected_val[i] = {k: float(v) for k, v in values[i].items()}
+        improved = [i for i, e in enumerate(self.selection.best_epoch.tolist()) if e == epoch]
+        if improved:
+            host = {name: v.tolist() for name, v in values.items()}
+            keys = self.evaluation["val"].keys
+            self.selected_val.update({i: {f"val/{name}": host[name][i] for name in keys[i]} for i in improved})
         stale = [i for i in self.selection.stale(epoch) if i not in self.failed and i not in self.stopped]
         if stale:
             self.stopped.update(stale)

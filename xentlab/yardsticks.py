@@ -1,11 +1,11 @@
 """The yardsticks, declared once: what each one measures for which task kinds, and how to read it.
 
 Torch-free, so the reports and the claims study read it without importing training code.
-``xentlab.metrics`` computes each one with torchmetrics (its factory table is keyed by
+``xentlab.metrics`` computes each one for K members at once (its formula table is keyed by
 these names); the report's columns, its ranking yardstick, the default epochs-to-target
 and the epoch summary all derive from this table, the way torchmetrics keeps
 ``higher_is_better`` on the metric itself. Adding a yardstick is one :func:`declare` here
-plus its factory in ``xentlab.metrics``.
+plus its formula in ``xentlab.metrics``.
 """
 
 from __future__ import annotations
