@@ -25,6 +25,10 @@ spends outside its training, validation and test steps; and the training through
 models of K members against the bare stacked loop of the same K (the limit), in fp32 and
 bf16 autocast; and the step time of a K = 32 model with 0, 8, 16 and 24 of its members
 stopped (they leave the model: ``Classifier.compact``) against the bare loop of the members left.
+
+``--mode eval`` times one validation epoch of K-member models (MNIST's 10,000 test images, eval
+batch 1000, one thread): all of ``trainer.validate``, its epoch end (``Classifier._eval_epoch_end``:
+compute, log, select) and the members' forward pass alone.
 """
 
 from __future__ import annotations
@@ -473,6 +477,66 @@ def members_throughput(data_root: str, accelerator: str, sizes: list[int], round
     return out
 
 
+def eval_epoch(data_root: str, k: int, rounds: int, hidden: tuple[int, ...] = (256, 128)) -> dict[str, dict]:
+    """Seconds of one validation epoch of a K-member model (members cycling through sparse_cce/softmax,
+    bce/sigmoid, mse/softmax and mse/none; ``select_on=acc``) on MNIST's test images, one thread,
+    ``logger=False``: ``trainer.validate`` whole, its epoch end, and the forward pass alone."""
+    from torch import nn
+
+    from xentlab import losses
+    from xentlab.data import TensorBatches
+    from xentlab.module import Classifier, MemberSettings
+    from xentlab.tasks.idx_files import MNIST
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, y = MNIST.load(data_root, train=False)
+    x = (x.float() / 255).unsqueeze(1)
+    kinds = [("sparse_cce", "softmax"), ("bce", "sigmoid"), ("mse", "softmax"), ("mse", "none")]
+    torch.manual_seed(0)
+    sizes = [784, *hidden, 10]
+    nets = [nn.Sequential(nn.Flatten(),
+                          *[m for i, o in zip(sizes, sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())][:-1])
+            for _ in range(k)]
+    module = Classifier(nets, [MemberSettings(*kinds[i % len(kinds)]) for i in range(k)], kind="multiclass",
+                        num_classes=10, optimizer="adam", check_every=50, select_on="acc", higher=True)
+    batches = TensorBatches((x, y, *(losses.encode_targets(loss, y, 10) for loss in module.target_losses)), 1000)
+    ends: list[float] = []
+    epoch_end = module._eval_epoch_end
+
+    def timed(stage: str) -> None:
+        t0 = time.perf_counter()
+        epoch_end(stage)
+        ends.append(time.perf_counter() - t0)
+
+    module._eval_epoch_end = timed
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    walls, forward = [], []
+    for _ in range(rounds + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        trainer.validate(module, dataloaders=batches, verbose=False)
+        walls.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for xb, *_ in batches:
+                module(xb)
+        forward.append(time.perf_counter() - t0)
+    torch.set_num_threads(threads)
+    return {"validate_s": spread(walls[1:]), "epoch_end_s": spread(ends[1:]), "forward_s": spread(forward[1:]),
+            "keys": len(trainer.callback_metrics)}
+
+
+def eval_markdown(result: dict) -> str:
+    lines = ["| members K | mlp | validation epoch s | of which its end s | forward pass alone s | keys logged |",
+             "|---|---|---|---|---|---|"]
+    for name, m in result.items():
+        k, hidden = name.split(" ", 1)
+        lines.append(f"| {k} | {hidden} | {cell(m['validate_s'])} | {cell(m['epoch_end_s'])} | {cell(m['forward_s'])} "
+                     f"| {m['keys']} |")
+    return "\n".join(lines)
+
+
 def sweep_mode(a) -> dict:
     """``--mode sweep``: the same sweeps under each launcher, per-job overhead, K-member throughput."""
     device = "gpu" if torch.cuda.is_available() else "cpu"
@@ -581,11 +645,11 @@ def sweep_markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=["training", "sweep", "patience"], default="training",
+    ap.add_argument("--mode", choices=["training", "sweep", "patience", "eval"], default="training",
                     help="training: one run's path against a bare loop; sweep: launchers, per-job overhead, "
-                         "members; patience: the compute early stopping saves")
+                         "members; patience: the compute early stopping saves; eval: a K-member validation epoch")
     ap.add_argument("--patience", type=int, default=5, help="patience mode: trainer.patience")
-    ap.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 64], help="sweep mode: K per model")
+    ap.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 64], help="sweep and eval modes: K per model")
     ap.add_argument("--compact-k", type=int, default=32, help="sweep mode: K of the model whose members stop")
     ap.add_argument("--stopped", type=int, nargs="+", default=[0, 8, 16, 24],
                     help="sweep mode: how many of its members are stopped (compaction row)")
@@ -605,6 +669,13 @@ def main(argv=None) -> dict:
                          "grid), fair_grid (experiment=fair_grid_mnist, minutes), overhead (per-job cost), members "
                          "(K-member throughput), compaction (step time with members stopped)")
     a = ap.parse_args(argv)
+    if a.mode == "eval":
+        result = {f"{k} {list(hidden)}": eval_epoch(a.data_root, k, a.rounds, hidden)
+                  for hidden in ((256, 128), (16, 8)) for k in a.members}
+        print("\n" + eval_markdown(result))
+        a.json.write_text(json.dumps(result, indent=2))
+        print(f"written {a.json}")
+        return result
     if a.mode in ("sweep", "patience"):
         result = sweep_mode(a) if a.mode == "sweep" else patience_mode(a)
         print("\n" + (sweep_markdown if a.mode == "sweep" else patience_markdown)(result))
