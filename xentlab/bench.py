@@ -401,7 +401,8 @@ def compaction_steps(data_root: str, accelerator: str, k: int, stopped: list[int
     from xentlab.tracking.lifecycle import NoTracking
 
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    split = mnist_task.build(None, make_cfg(f"data.root={data_root}", "data.subset=5000").data).train
+    cfg = make_cfg(f"data.root={data_root}", "data.subset=5000")
+    split = mnist_task.build(cfg.task, cfg.data).train
     steps = math.ceil(len(split) / 128)
     per: dict[int, list[dict[str, float]]] = {s: [] for s in stopped}
     for r in range(rounds):
@@ -561,11 +562,13 @@ def sweep_mode(a) -> dict:
             "first_step_s": {k: spread([one["first_step_s"] for one in v]) for k, v in runs.items()},
             "speedup": {k: spread([d / w for d, w in zip(walls["default"], v)])
                         for k, v in walls.items() if k != "default"}}
+        a.json.write_text(json.dumps(result, indent=2))  # each part as it ends: a later one may fail
     if "overhead" not in a.skip:
         print("per-job overhead of a sequential sweep", flush=True)
         result["job_overhead"] = job_overhead(a.data_root, f"sqlite:///{tmp}/overhead.db", jobs=a.rounds + 3)
     if "members" not in a.skip:
         result["members"] = members_throughput(a.data_root, device, a.members, a.rounds, tuple(a.precisions))
+        a.json.write_text(json.dumps(result, indent=2))
     if "compaction" not in a.skip:
         result["compaction"] = compaction_steps(a.data_root, device, a.compact_k, a.stopped, a.rounds)
     return result
