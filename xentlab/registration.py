@@ -7,7 +7,7 @@ launcher's config.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import ChoiceSweep
@@ -26,32 +26,45 @@ def register() -> None:
     import xentlab.tasks  # noqa: F401  (each task registers its typed options)
 
 
-def check_choices(overrides: Sequence[str], config_dir: str) -> None:
+def check_choices(overrides: Sequence[str], config_dir: str, config_name: str = "config") -> None:
     """Refuse an override that picks a config group's option that does not exist (``loss=nope``),
     sweep values included, with a :class:`ConfigError` that names the valid ones: Hydra itself says
-    so in a dozen lines and exit code 1, after its plugins are scanned. Overrides Hydra cannot parse
-    are left to Hydra's own message."""
+    so in a dozen lines and exit code 1, after its plugins are scanned. The options are those Hydra
+    finds for this config and these overrides (``hydra.searchpath`` may add some). Whatever Hydra
+    cannot parse or load here is left to Hydra's own message."""
     from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            problem = _unknown_choice(list(overrides), config_name)
     except Exception:  # noqa: BLE001 (Hydra reports it in its own words)
         return
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        for o in parsed:
-            parent, _, name = o.key_or_group.rpartition("/")
-            if o.is_delete() or name not in loader.list_groups(parent):
+    if problem:
+        raise ConfigError(problem)
+
+
+def _unknown_choice(overrides: list[str], config_name: str) -> Optional[str]:
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+
+    def options(group: str, kind: ObjectType = ObjectType.CONFIG) -> list[str]:
+        return loader.get_group_options(group, kind, config_name=config_name, overrides=overrides)
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        parent, _, name = o.key_or_group.rpartition("/")
+        if o.is_delete() or name not in options(parent, ObjectType.GROUP):
+            continue
+        if o.is_sweep_override():
+            if not isinstance(o.value(), ChoiceSweep):  # glob(), range(): Hydra expands them against the options
                 continue
-            if o.is_sweep_override():
-                if not isinstance(o.value(), ChoiceSweep):  # glob(), range(): Hydra expands them against the options
-                    continue
-                values = list(o.sweep_string_iterator())
-            else:
-                values = [o.get_value_element_as_str()]
-            options = loader.get_group_options(o.key_or_group)
-            bad = [v for v in values if v not in options and v != "null"]
-            if bad:
-                raise ConfigError(f"{o.key_or_group} must be one of {', '.join(options)}, got {bad[0]!r}")
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.get_value_element_as_str()]
+        valid = options(o.key_or_group)
+        bad = [v for v in values if v not in valid and v != "null"]
+        if bad:
+            return f"{o.key_or_group} must be one of {', '.join(valid)}, got {bad[0]!r}"
+    return None
