@@ -132,7 +132,7 @@ def test_the_launcher_composes_a_config_per_group_and_each_job_equals_what_hydra
         composed.append(list(sweep_overrides)) or hydra_compose(master_config, sweep_overrides))
     once = ComposeOnce(loader)
     grid = preset_jobs("fair_grid_mnist")
-    jobs = [["experiment=fair_grid_mnist", *job] for job in grid[::11]] + [  # as the sweeper makes them
+    jobs = [["experiment=fair_grid_mnist", *job] for job in grid[::5]] + [  # as the sweeper makes them
         ["loss=cce", "loss.label_smoothing=0.1", "seeds=[1,2]", "model.init_scale=2"],
         ["activation=sigmoid", "loss=bce", "optimizer.momentum=0.5", "optimizer.weight_decay=1e-3",
          "logger.run_name=x"], ["loss=mse", "seed=3", "data.subset=100"], ["seed=4", "+extra=1"]]
@@ -142,7 +142,7 @@ def test_the_launcher_composes_a_config_per_group_and_each_job_equals_what_hydra
     groups_of = ("experiment", "activation", "loss", "data.subset", "+extra")  # what is not a member's value
     distinct = {tuple(o for o in job if o.split("=")[0] in groups_of) for job in jobs}
     assert len(composed) == len(distinct) < len(jobs)  # once per group, not per job
-    assert len(grid) == 144 and {len(j) for j in grid} == {4}
+    assert len(grid) == 108 and {len(j) for j in grid} == {4}
     for job, cfg in zip(jobs, taken):
         assert OmegaConf.to_container(cfg) == OmegaConf.to_container(hydra_compose(master, job)), job
         assert OmegaConf.to_yaml(cfg.hydra.overrides) == OmegaConf.to_yaml({"hydra": [], "task": job})
@@ -151,7 +151,7 @@ def test_the_launcher_composes_a_config_per_group_and_each_job_equals_what_hydra
 
 
 @pytest.mark.parametrize("preset", ["fair_grid_binary", "fair_grid_mnist", "fair_grid_multilabel"])
-def test_fair_grid_presets_batch_every_cell_at_four_learning_rates_and_three_seeds(preset):
+def test_fair_grid_presets_batch_every_cell_at_three_learning_rates_and_three_seeds(preset):
     import itertools
 
     from hydra import compose, initialize_config_dir
@@ -166,8 +166,8 @@ def test_fair_grid_presets_batch_every_cell_at_four_learning_rates_and_three_see
     cells = {tuple(o.split("=")[1] for o in job if o.startswith(("activation=", "loss="))) for job in jobs}
     assert cells == set(itertools.product(losses.ACTIVATIONS, losses.LOSSES))
     assert {float(o.split("=")[1]) for job in jobs for o in job
-            if o.startswith("optimizer.lr=")} == {3e-4, 1e-3, 3e-3, 1e-2}
-    assert len(jobs) == len(cells) * 4 * 3
+            if o.startswith("optimizer.lr=")} == {3e-4, 1e-3, 3e-3}
+    assert len(jobs) == len(cells) * 3 * 3
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         hydra_cfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
     assert hydra_cfg.hydra.launcher._target_.endswith(".BatchedLauncher")

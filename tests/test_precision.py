@@ -31,3 +31,23 @@ def test_bf16_runs_stay_within_the_float32_seed_spread(mnist_root):
         assert abs(bf16[seed] - fp32[seed]) <= high - low, (seed, bf16[seed], fp32)
     assert abs(alone - fp32[0]) <= high - low, (alone, fp32)
     assert low <= sum(bf16.values()) / len(bf16) <= high, (bf16, fp32)
+
+
+def test_training_flushes_subnormal_floats_and_leaves_the_process_as_it_found_it(mnist_root):
+    """A saturated member's subnormal gradients take the CPU's slow path for every member stacked
+    with it (``train.subnormals_flushed``): while a model trains they are flushed to zero; after, the
+    process computes with them again."""
+    import pytorch_lightning as pl
+    import torch
+
+    tiny = torch.tensor([1e-39])  # below float32's smallest normal, 1.18e-38
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, *args):
+            seen.append((tiny * 1.0).item())
+
+    assert (tiny * 1.0).item() > 0
+    train.run(make_config(*QUICK, "data.subset=512", "trainer.max_epochs=1"), callbacks=[Probe()])
+    assert seen and set(seen) == {0.0}
+    assert (tiny * 1.0).item() > 0

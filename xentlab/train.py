@@ -10,6 +10,7 @@ one) and however many members (K >= 1 runs) train as one model: a single run is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -225,20 +226,34 @@ def make_trainer(cfg: Any, p: Plan, logger, extra: Sequence[Callback],
     return trainer, interrupt
 
 
+@contextlib.contextmanager
+def subnormals_flushed():
+    """Subnormal floats flushed to zero on the CPU while a model trains and tests. A member whose
+    units saturate drives its gradients and Adam moments into subnormals, which take the CPU's slow
+    path: its epochs slowed 1.7x alone, and every member stacked with it paid the same (a fair grid's
+    last model went from 6 to 22 s an epoch). TensorFlow flushes them by default on CPU too."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def fit_and_test(trainer: pl.Trainer, interrupt: InterruptRecorder, module: Classifier, data: DeviceData,
                  resume: Optional[checkpoints.Resume]) -> dict[str, float]:
     """Fit, then test the selected weights (each member's best validation epoch, or the last);
     every member's values under its key: validation and test of the selected epoch (what a
     hyperparameter search optimises), its best epoch and its share of the training time."""
     try:
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume.path) if resume and resume.path else None)
-        train_seconds = time.perf_counter() - start
-        final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
-        final_val.update({metric_keys.key(i, k): v for i, vals in module.selected_val.items()  # the tested epoch's
-                          for k, v in vals.items()})
-        module.use_selected()
-        (tested,) = trainer.test(module, datamodule=data, verbose=False)
+        with subnormals_flushed():
+            start = time.perf_counter()
+            trainer.fit(module, datamodule=data, ckpt_path=str(resume.path) if resume and resume.path else None)
+            train_seconds = time.perf_counter() - start
+            final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if "val/" in k}
+            final_val.update({metric_keys.key(i, k): v for i, vals in module.selected_val.items()  # the tested epoch's
+                              for k, v in vals.items()})
+            module.use_selected()
+            (tested,) = trainer.test(module, datamodule=data, verbose=False)
     except SystemExit:
         if isinstance(interrupt.exception, KeyboardInterrupt):
             raise interrupt.exception from None

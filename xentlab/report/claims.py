@@ -1,6 +1,6 @@
 """Put what the usual articles say about cross-entropy losses to the test: docs/CLAIMS.md.
 
-    python scripts/claims.py                        # about 10 minutes on a 2-core CPU
+    python scripts/claims.py                        # about 17 minutes on a 2-core CPU
     python scripts/claims.py --quick --out /tmp/CLAIMS.md   # tiny data: checks the machinery
 
 Exact claims are computed here with xentlab's loss layer (pure torch). Experimental ones
@@ -61,20 +61,23 @@ class Scale:
     seeds: list[int]
     subset: int
     val_size: int
-    epochs: int
+    epochs: int  # the budget: trainer.max_epochs
+    patience: int  # trainer.patience: each member stops when validation stops improving (as docs/VERDICTS.md)
+    batch_size: int
     lrs: list[float]
     mosaics: tuple[int, int]
 
     def overrides(self, task: str) -> list[str]:
         out = [f"seeds=[{','.join(map(str, self.seeds))}]", f"data.subset={self.subset}",
-               f"data.val_size={self.val_size}", f"trainer.max_epochs={self.epochs}"]
+               f"data.val_size={self.val_size}", f"data.batch_size={self.batch_size}",
+               f"trainer.max_epochs={self.epochs}", f"trainer.patience={self.patience}"]
         if task == "multilabel":
             out += [f"task.train_size={self.mosaics[0]}", f"task.test_size={self.mosaics[1]}"]
         return out
 
 
-FULL = Scale("full", [0, 1, 2], 10000, 5000, 6, [0.001, 0.003, 0.01], (10000, 2000))
-QUICK = Scale("quick", [0, 1], 300, 300, 1, [0.003], (300, 200))
+FULL = Scale("full", [0, 1, 2], 10000, 5000, 40, 8, 256, [0.001, 0.003, 0.01], (10000, 2000))
+QUICK = Scale("quick", [0, 1], 300, 300, 1, 1, 128, [0.003], (300, 200))
 
 
 # ---------------------------------------------------------------- exact claims (pure torch)
@@ -346,6 +349,7 @@ class Lab:
                                           {"claims": "parent", "scale": scale.name})
         self._done: dict[str, tuple[str, list[analysis.RunInfo]]] = {}
         self.aside: list[str] = []  # runs a rerun of a sweep repeated: the newest counts
+        self.runs: dict[str, analysis.RunInfo] = {}  # every sweep's runs, by id
 
     def sweep(self, name: str, task: str, *grid: str) -> tuple[str, list[analysis.RunInfo]]:
         """``run.py -m task=<task> <grid> <scale>``; returns the command as a user would type it, and the runs.
@@ -368,6 +372,7 @@ class Lab:
         self.log(f"    {summary} ({time.perf_counter() - start:.0f} s)")
         runs, aside = analysis.one_per_seed(tracking.load_runs(self.client, parent=found))
         self.aside += aside
+        self.runs.update((r.run_id, r) for r in runs)
         self._done[name] = "python run.py -m " + " ".join(shown), runs
         return self._done[name]
 
@@ -418,7 +423,7 @@ CE_OF = {"mnist": "sparse_cce", "binary": "bce", "multilabel": "bce"}
 
 def target(task: str, kind: str) -> float:
     """Epochs are counted to the yardstick table's default validation target; MNIST's is lowered
-    to 0.95 because the study trains few epochs on a subset, where 0.97 comes late or not at all."""
+    to 0.95 because the study trains on a subset, where 0.97 comes late or not at all."""
     return 0.95 if task == "mnist" else yardsticks.target(kind)
 
 
@@ -466,7 +471,7 @@ def claim_7_and_8(lab: Lab) -> tuple[Claim, Claim]:
     claim7 = Claim("7", "Cross-entropy trains classifiers better/faster than MSE.", ["001"],
                    "; ".join(commands) + f" — final score: each loss at its lr chosen by mean validation score over "
                    f"{n} seeds; speed: at each lr", "; ".join(rows) + f" (test score mean ± 95% CI over {n} seeds, "
-                   f"{lab.scale.epochs} epochs).", verdict7, m)
+                   f"at most {lab.scale.epochs} epochs, patience {lab.scale.patience}).", verdict7, m)
     try:
         losses.compute("bce", "sigmoid", torch.zeros(4), torch.tensor([0.5, 1.7, 2.5, -3.0]))
         error = "no error"
@@ -649,8 +654,15 @@ UNSETTLED = [
 ]
 
 
+def budget_line(runs: Sequence[analysis.RunInfo]) -> str:
+    """How many runs were budget-limited (``analysis.budget_limited``): still improving when the epochs ran out."""
+    limited = sorted(f"{r.task} {r.activation}+{r.loss} lr {r.lr} seed {r.seed}" for r in runs if r.budget_limited)
+    return (f"{len(limited)} of {len(runs)} runs budget-limited" + (f" ({', '.join(limited)})" if limited else "")
+            if runs else "no runs")
+
+
 def render(claims: list[Claim], scale: Scale, seconds: float, parent: str, uri: str,
-           aside: Sequence[str] = ()) -> str:
+           aside: Sequence[str] = (), runs: Sequence[analysis.RunInfo] = ()) -> str:
     lines = [
         "# Claims about cross-entropy losses, put to the test",
         "",
@@ -660,7 +672,9 @@ def render(claims: list[Claim], scale: Scale, seconds: float, parent: str, uri: 
         "articles named in the issue: " + ", ".join(f"{k} = `{v}`" for k, v in SOURCES.items()) + ".",
         "",
         f"Scale: {len(scale.seeds)} seeds (`seeds=[...]`, trained as one batched model), `data.subset={scale.subset}` "
-        f"training examples, {scale.epochs} epochs, learning rates {', '.join(map(str, scale.lrs))} for claim 7, "
+        f"training examples in batches of {scale.batch_size}, each run trained until validation stopped improving "
+        f"for {scale.patience} epochs (`trainer.patience={scale.patience}`) within a budget of {scale.epochs} "
+        f"(`trainer.max_epochs`); {budget_line(runs)}; learning rates {', '.join(map(str, scale.lrs))} for claim 7, "
         f"multilabel mosaics {scale.mosaics[0]}/{scale.mosaics[1]} (train/test). The verdicts compare losses and "
         "activations on the same data, which a subset does not change; the absolute accuracies are lower than on "
         "the full data. Scores are means ± the 95% Student-t half-width over seeds; one setting is \"better\" "
@@ -729,7 +743,7 @@ def main(argv: Optional[list[str]] = None) -> list[Claim]:
     except BaseException:
         lab.finish(claims, "incomplete", status="FAILED")
         raise
-    report = render(claims, scale, time.perf_counter() - start, lab.parent, uri, lab.aside)
+    report = render(claims, scale, time.perf_counter() - start, lab.parent, uri, lab.aside, list(lab.runs.values()))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(report)
     lab.finish(claims, report)

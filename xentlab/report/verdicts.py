@@ -4,8 +4,9 @@ and what choosing wrong costs, on five real tasks.
     python scripts/verdicts.py                    # the five fair-grid sweeps, then docs/VERDICTS.md
     python scripts/verdicts.py --no-sweeps        # only render again from the store
 
-Each task's fair-grid preset (every activation × loss cell × 4 Adam learning rates × seeds
-0-2, batched) runs as ``python run.py -m experiment=<preset>``; every run is judged at its
+Each task's fair-grid preset (every activation × loss cell × its Adam learning rates × seeds
+0-2, batched, each run trained until patience stops it) runs as ``python run.py -m
+experiment=<preset>``; every run is judged at its
 best validation epoch, each cell at its learning rate with the best mean validation score,
 and scored on the test split (``xentlab.analysis``). The two sentences under each grid are
 computed from the table, not written by hand.
@@ -25,6 +26,13 @@ from xentlab import analysis, compat, tracking
 from xentlab.report.compare import BUDGET_MARK, budget_mark, fmt
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: its run.py and docs/
+# Published figures a task's best cross-entropy cell is held against (issue #32), keyed by task name.
+PUBLISHED = {
+    "mnist": ("softmax", ("sparse_cce", "cce"),
+              "Published CE MLPs on MNIST: a 784-128-10 MLP trained with cross-entropy reaches 98.29 ± 0.07% test "
+              "accuracy (5 seeds); Keras's `mnist_mlp` example (784-512-512-10, dropout 0.2, RMSprop, 20 epochs) "
+              "98.40%. Both train on all 60,000 training images; here 5,000 of them are held out for validation."),
+}
 PRESETS = ("fair_grid_mnist", "fair_grid_fashion", "fair_grid_binary", "fair_grid_multilabel",
            "fair_grid_breast_cancer")
 
@@ -60,10 +68,11 @@ def grid_markdown(table: dict[str, Any]) -> list[str]:
             elif not g or g["mean"] is None:
                 cells.append("no runs")
             else:
+                share = f", chosen {g['lr_share']:.0%}" if g.get("lr_share") is not None else ""
                 epoch = f", ep {g['selected_epoch']:.1f}" if g.get("selected_epoch") else ""
                 mark = " ⚠" if status is compat.Status.QUESTIONABLE else ""
                 cells.append(f"{fmt(g)}{' ★' if g['best'] else ''}{budget_mark(g)}{mark} "
-                             f"(lr {g['lr']}{epoch})")
+                             f"(lr {g['lr']}{share}{epoch})")
         lines.append(f"| {act} | " + " | ".join(cells) + " |")
     return lines
 
@@ -72,15 +81,16 @@ def budget(scored: dict[str, dict[str, Any]], top_key: str) -> str:
     """Whether the best cell and its rivals are budget-limited (``analysis.budget_limited``): a
     winner, or a rival, that was still improving when the epochs ran out makes the ranking provisional."""
     name = lambda key: key.replace("/", " + ")  # noqa: E731
+    at = {k: f"{name(k)} at lr {g['lr']}" for k, g in scored.items()}
     top = scored[top_key]["budget_limited"]
     others = {k: g["budget_limited"] for k, g in scored.items() if k != top_key}
     limited = sorted(k for k, v in others.items() if v)
     unknown = sorted(k for k, v in others.items() if v is None)
-    out = {True: "It is budget-limited", False: "It is not budget-limited",
+    out = {True: f"It is budget-limited (at lr {scored[top_key]['lr']})", False: "It is not budget-limited",
            None: "Whether it is budget-limited is unknown"}[top]
     if limited:
         out += (f"; {len(limited)} of the other {len(others)} cells {'is' if len(limited) == 1 else 'are'} "
-                f"({', '.join(map(name, limited))})")
+                f"({', '.join(at[k] for k in limited)})")
     elif others:
         out += "; no other cell is" if not unknown else f"; no other cell is known to be ({len(unknown)} unknown)"
     return out + (": more epochs might change the ranking." if top or limited else ".")
@@ -94,14 +104,19 @@ def verdict(table: dict[str, Any]) -> list[str]:
     if not scored:
         return ["No cell has a finished run.", ""]
     top_key = max(scored, key=lambda k: scored[k]["mean"])
-    ties = sorted(k for k, g in scored.items() if g["best"] and k != top_key)
     worst_key = min(scored, key=lambda k: scored[k]["mean"])
     top, worst = scored[top_key], scored[worst_key]
+    ties = sorted(k for k, g in scored.items()
+                  if k != top_key and analysis.indistinguishable(g["values"], top["values"]))
     name = lambda key: key.replace("/", " + ")  # noqa: E731
+    lottery = "" if analysis.supported(top) else (
+        f" Its learning rate wins only {top['lr_share']:.0%} of the resamples of its seeds"
+        f"{' and folds' if (top.get('folds') or 1) > 1 else ''}, so no cell gets a ★: which learning rate is best "
+        "is a lottery here.")
     first = (f"Best {metric}: {name(top_key)} ({top['mean']:.4f}); "
              + (f"{len(ties)} of the other {len(scored) - 1} runnable cells cannot be told from it "
                 f"({', '.join(map(name, ties))})." if ties else "no other runnable cell ties with it.")
-             + " " + budget(scored, top_key))
+             + lottery + " " + budget(scored, top_key))
     epochs = [g["selected_epoch"] for g in scored.values() if g.get("selected_epoch")]
     span = ("" if not epochs else f" Every run's best validation epoch was epoch {max(epochs):.0f}."
             if min(epochs) == max(epochs) else
@@ -111,28 +126,75 @@ def verdict(table: dict[str, Any]) -> list[str]:
     return [first, second]
 
 
-def render(sections: list[dict[str, Any]], total: float) -> str:
+def setup(runs: list[analysis.RunInfo]) -> str:
+    """How a preset trained, from its runs' params: the model, batch, budget, patience and folds."""
+    def values(key: str) -> str:
+        return " / ".join(sorted({r.params.get(key, "?") for r in runs}))
+    folds = values("data.folds")
+    return (f"MLP hidden layers {values('model.hidden')}, batch {values('data.batch_size')}, budget "
+            f"{values('trainer.max_epochs')} epochs, patience {values('trainer.patience')}"
+            + (f", {folds} folds per configuration" if folds != "1" else ""))
+
+
+def effort(runs: list[analysis.RunInfo], seconds: float) -> str:
+    """Where the wall time went: epochs trained over all member runs against their budget, and the
+    models' training time (each run logs its share of its model's, ``train_seconds``) against the rest."""
+    if not runs:
+        return ""
+    epochs = sum(max((len(c) for c in r.curves.values()), default=0) for r in runs)
+    budget = sum(int(r.params.get("trainer.max_epochs", 0) or 0) for r in runs)
+    train = sum(r.metrics.get("train_seconds", 0.0) for r in runs)
+    out = (f"{len(runs)} runs trained {epochs} epochs in all, {epochs / len(runs):.1f} per run on average "
+           f"({epochs / budget:.0%} of the budget); a stopped member leaves its model's passes (compaction).")
+    if seconds and train:
+        out += (f" Training the models took {train / 60:.1f} of the {seconds / 60:.1f} min "
+                f"({1000 * train / epochs:.0f} ms per member-epoch); the rest is start-up, building the members, "
+                "testing and MLflow.")
+    return out
+
+
+def published(table: dict[str, Any]) -> list[str]:
+    """The task's published figures beside its best cross-entropy cell, where there are any."""
+    if table["task"] not in PUBLISHED:
+        return []
+    act, losses, text = PUBLISHED[table["task"]]
+    cells = {f"{act} + {loss}": table["grid"].get(f"{act}/{loss}") for loss in losses}
+    cells = {k: g for k, g in cells.items() if g and g["mean"] is not None}
+    if not cells:
+        return [text, ""]
+    name, g = max(cells.items(), key=lambda kv: kv[1]["mean"])
+    return [f"{text} Here the best of {', '.join(cells)}: {name}, {100 * g['mean']:.2f}% (lr {g['lr']}"
+            f"{', budget-limited' if g['budget_limited'] else ''}).", ""]
+
+
+def render(sections: list[dict[str, Any]], total: float, rendered_again: bool = False) -> str:
     out = ["# Verdicts: which output activation and loss, and what choosing wrong costs", "",
            "Generated by `python scripts/verdicts.py` (`xentlab/report/verdicts.py`). For every task: every "
            "activation × loss cell at each of the preset's Adam learning rates and seeds, trained as batched "
            "models; each run judged at its best validation epoch, each cell at the learning rate with the best "
            "mean validation score, each configuration and seed counted once. Cells: test score mean ± 95% CI "
            "over seeds (Student's t) at that learning rate, with the mean selected epoch; ★: Welch's t-test (5%) "
-           "cannot tell it from the best; ⚠: questionable; ✗: invalid (refused before training); "
+           f"cannot tell it from the best (and the cell's learning rate wins at least {analysis.STABLE:.0%} of the "
+           f"resamples); chosen N%: the share of {analysis.RESAMPLES} bootstrap resamples of its seeds (and folds) in "
+           "which that learning rate still has the best mean validation score; ⚠: questionable; ✗: invalid (refused "
+           "before training); "
            f"{BUDGET_MARK}: budget-limited, at least one seed selected an epoch within the last trainer.patience "
            "epochs of trainer.max_epochs (the last epoch without patience), so more epochs might have raised "
            "its score.", ""]
     if total:
         out += [f"Wall time of the sweeps on the machine that generated this ({os.cpu_count()} CPU cores, no GPU "
-                f"used): {total / 60:.1f} min in all.", ""]
+                f"used): {total / 60:.1f} min in all" + (" (each sweep from its MLflow parent run's start to its end, "
+                "without the seconds of Python start-up before it)" if rendered_again else "") + ".", ""]
     for s in sections:
         table = s["table"]
         lrs = ", ".join(table["learning_rates"])
-        seeds = max(g["n"] for g in table["grid"].values()) if table["grid"] else 0
+        seeds = max((g["n"] // (g.get("folds") or 1) for g in table["grid"].values()), default=0)
         out += [f"## {s['preset']}: {s['title']} ({table['kind']}, test {table['rank_by']})", "",
-                (f"`{s['command']}` ({s['seconds'] / 60:.1f} min); " if s["command"] else "")
-                + f"learning rates {lrs}; {seeds} seeds per cell.", "",
-                *grid_markdown(table), "", *verdict(table), ""]
+                f"`{s['command']}`" + (f" ({s['seconds'] / 60:.1f} min); " if s["seconds"] else "; ")
+                + f"learning rates {lrs}; {seeds} seeds per cell; {s['setup']}.", "",
+                *grid_markdown(table), "", *verdict(table), "", *published(table)]
+        if s["effort"]:
+            out += [s["effort"], ""]
         if s["aside"]:
             out += [f"{len(s['aside'])} older run(s) of the same configurations were set aside.", ""]
     return "\n".join(out)
@@ -159,11 +221,16 @@ def main(argv: Optional[list[str]] = None) -> None:
         examples.write(ROOT / "data" / "examples")
     client, sections, total = tracking.client(uri), [], 0.0
     for preset in presets:
-        command, seconds = ("", 0.0) if a.no_sweeps else sweep(preset, uri, a.override, log)
+        if a.no_sweeps:
+            command, seconds = f"python run.py -m experiment={preset}", tracking.sweep_seconds(client, preset) or 0.0
+        else:
+            command, seconds = sweep(preset, uri, a.override, log)
         total += seconds
         runs, aside = analysis.one_per_seed(tracking.load_runs(client, experiment=preset))
         for n, (name, table) in enumerate(analysis.aggregate(runs, best_lr=True).items()):
+            mine = [r for r in runs if r.table == name]
             sections.append({"preset": preset, "title": name, "table": table, "command": command,
-                             "seconds": seconds, "aside": aside if n == 0 else []})
-    a.out.write_text(render(sections, total))
+                             "seconds": seconds, "aside": aside if n == 0 else [], "setup": setup(mine),
+                             "effort": effort(mine, seconds if n == 0 else 0.0)})
+    a.out.write_text(render(sections, total, a.no_sweeps))
     log(f"wrote {a.out}")

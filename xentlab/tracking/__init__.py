@@ -42,5 +42,6 @@ from xentlab.tracking.store import (  # noqa: F401  (the package's public face)
     stale_reason,
     stale_runs,
     start_sweep,
+    sweep_seconds,
 )
 

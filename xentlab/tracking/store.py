@@ -457,6 +457,15 @@ def newest_sweep(client, under: str) -> Optional[str]:
     return found[0].info.run_id if found else None
 
 
+def sweep_seconds(client, experiment: str) -> Optional[float]:
+    """How long the experiment's newest finished sweep took, from its parent run's start to its end
+    (the Python start-up before the parent run opens is not in it); None without one."""
+    found = search_all(client, experiment_ids(client, experiment),
+                       "tags.sweep = 'parent' and attributes.status = 'FINISHED'")
+    info = found[0].info if found else None
+    return (info.end_time - info.start_time) / 1000 if info and info.end_time else None
+
+
 FLUSH_TIMEOUT = 5.0  # seconds a stopping process waits for MLflow's async queue
 _stuck: set[str] = set()  # stores whose async queue did not drain in time: never waited on again
 
