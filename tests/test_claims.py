@@ -180,3 +180,21 @@ def test_generator_smoke_on_tiny_data(mnist_root, store, tmp_path):
         ("sigmoid", "bce"), ("softmax", "bce"), ("softmax", "cce")]  # sigmoid+cce is skipped (invalid)
     assert "CLAIMS.md" in [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert parent.data.metrics["claim4/max_abs_diff"] < 1e-12
+
+
+def test_the_scale_line_counts_budget_limited_runs_by_the_analysis_rule():
+    """``analysis.budget_limited``: without a tag, a run whose best epoch falls within the last
+    ``trainer.patience`` epochs of ``trainer.max_epochs`` is budget-limited (best 35 of 40 with patience 8
+    is; best 20 is not); a tag, written when it trained, wins."""
+    def run(seed, best, tag=None):
+        return claims.analysis.RunInfo(
+            f"r{seed}", "mnist", "multiclass", "softmax", "sparse_cce", str(seed), "valid",
+            {"best_epoch": best}, params={"optimizer.lr": "0.001", "trainer.max_epochs": "40",
+                                          "trainer.patience": "8", "selection": "best val/acc"},
+            tags={"budget_limited": tag} if tag else {})
+    runs = [run(0, 35), run(1, 20), run(2, 20, tag="true")]
+    assert claims.budget_line(runs) == ("2 of 3 runs budget-limited (mnist softmax+sparse_cce lr 0.001 seed 0, "
+                                        "mnist softmax+sparse_cce lr 0.001 seed 2)")
+    assert claims.budget_line([]) == "no runs"
+    text = claims.render([], claims.QUICK, 60.0, "p" * 32, "sqlite:///x.db", runs=runs[1:2])
+    assert "0 of 1 runs budget-limited;" in text
